@@ -1,0 +1,184 @@
+//! HL7 v2 delimiters and escape sequences.
+//!
+//! Every data value that izrelay writes passes through [`escape_into`], so no value from a
+//! record can create a field, component, repetition, sub-component or segment: the five
+//! delimiters become `\F\ \S\ \T\ \R\ \E\`, and CR / LF (which would end a segment) become the
+//! hexadecimal escapes `\X0D\` / `\X0A\`. [`unescape`] reverses all of these and also decodes
+//! any `\Xhh..\` sequence; formatting escapes (`\H\`, `\N\`, `\.br\` …) that only matter for
+//! display are turned into plain text or dropped.
+
+use std::borrow::Cow;
+
+/// The delimiters of one message, read from its MSH segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delimiters {
+    /// Field separator, `|` in the CDC guide.
+    pub field: u8,
+    /// Component separator, `^`.
+    pub component: u8,
+    /// Repetition separator, `~`.
+    pub repetition: u8,
+    /// Escape character, `\`.
+    pub escape: u8,
+    /// Sub-component separator, `&`.
+    pub subcomponent: u8,
+}
+
+impl Default for Delimiters {
+    /// The delimiters the CDC guide mandates: `|^~\&` (IZ-12, IZ-13).
+    fn default() -> Self {
+        Self { field: b'|', component: b'^', repetition: b'~', escape: b'\\', subcomponent: b'&' }
+    }
+}
+
+impl Delimiters {
+    /// True when `b` is one of the five delimiter bytes or a segment terminator.
+    #[inline]
+    fn is_special(&self, b: u8) -> bool {
+        b == self.field
+            || b == self.component
+            || b == self.repetition
+            || b == self.escape
+            || b == self.subcomponent
+            || b == b'\r'
+            || b == b'\n'
+    }
+}
+
+/// Appends `value` to `out`, escaping every delimiter and line break.
+pub fn escape_into(out: &mut String, value: &str, d: &Delimiters) {
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if !d.is_special(b) {
+            continue;
+        }
+        // Delimiters are ASCII, so `i` is always a char boundary.
+        out.push_str(&value[start..i]);
+        let esc = d.escape as char;
+        out.push(esc);
+        match b {
+            b'\r' => out.push_str("X0D"),
+            b'\n' => out.push_str("X0A"),
+            _ if b == d.field => out.push('F'),
+            _ if b == d.component => out.push('S'),
+            _ if b == d.subcomponent => out.push('T'),
+            _ if b == d.repetition => out.push('R'),
+            _ => out.push('E'),
+        }
+        out.push(esc);
+        start = i + 1;
+    }
+    out.push_str(&value[start..]);
+}
+
+/// Returns `value` escaped for HL7 (see [`escape_into`]).
+pub fn escape<'a>(value: &'a str, d: &Delimiters) -> Cow<'a, str> {
+    if !value.bytes().any(|b| d.is_special(b)) {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    escape_into(&mut out, value, d);
+    Cow::Owned(out)
+}
+
+/// Decodes the escape sequences in one raw value (a component or sub-component).
+///
+/// Unknown or unterminated sequences are kept literally, so text from another system is never
+/// lost; this never fails.
+pub fn unescape<'a>(raw: &'a str, d: &Delimiters) -> Cow<'a, str> {
+    if !raw.as_bytes().contains(&d.escape) {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = String::with_capacity(raw.len());
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    let mut literal_start = 0;
+    while i < bytes.len() {
+        if bytes[i] != d.escape {
+            i += 1;
+            continue;
+        }
+        // Find the closing escape character.
+        let Some(len) = bytes[i + 1..].iter().position(|&b| b == d.escape) else {
+            break;
+        };
+        let body = &raw[i + 1..i + 1 + len];
+        let decoded: Option<Cow<'_, str>> = match body {
+            "F" => Some(Cow::Owned((d.field as char).to_string())),
+            "S" => Some(Cow::Owned((d.component as char).to_string())),
+            "T" => Some(Cow::Owned((d.subcomponent as char).to_string())),
+            "R" => Some(Cow::Owned((d.repetition as char).to_string())),
+            "E" => Some(Cow::Owned((d.escape as char).to_string())),
+            "H" | "N" => Some(Cow::Borrowed("")),
+            ".br" => Some(Cow::Borrowed("\n")),
+            _ if body.len() > 1 && body.starts_with('X') => decode_hex(&body[1..]).map(Cow::Owned),
+            _ => None,
+        };
+        match decoded {
+            Some(text) => {
+                out.push_str(&raw[literal_start..i]);
+                out.push_str(&text);
+                i += len + 2;
+                literal_start = i;
+            }
+            None => i += 1,
+        }
+    }
+    out.push_str(&raw[literal_start..]);
+    Cow::Owned(out)
+}
+
+/// Decodes `\Xhhhh\` data: UTF-8 when the bytes form UTF-8, otherwise ISO 8859-1.
+fn decode_hex(hex: &str) -> Option<String> {
+    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let bytes: Vec<u8> = hex
+        .as_bytes()
+        .chunks(2)
+        .filter_map(|pair| std::str::from_utf8(pair).ok())
+        .filter_map(|pair| u8::from_str_radix(pair, 16).ok())
+        .collect();
+    match String::from_utf8(bytes) {
+        Ok(s) => Some(s),
+        Err(e) => Some(e.into_bytes().iter().map(|&b| b as char).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn escapes_every_delimiter() {
+        let d = Delimiters::default();
+        assert_eq!(escape("O'Brien|Smith^&~\\", &d), "O'Brien\\F\\Smith\\S\\\\T\\\\R\\\\E\\");
+        assert_eq!(escape("Merck & Co.", &d), "Merck \\T\\ Co.");
+        assert_eq!(escape("line1\r\nline2", &d), "line1\\X0D\\\\X0A\\line2");
+        assert!(matches!(escape("plain", &d), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn unescape_is_lenient() {
+        let d = Delimiters::default();
+        assert_eq!(unescape("a\\T\\b", &d), "a&b");
+        assert_eq!(unescape("dangling \\ here", &d), "dangling \\ here");
+        assert_eq!(unescape("\\Zlocal\\", &d), "\\Zlocal\\");
+        assert_eq!(unescape("\\XC3A9\\", &d), "é");
+        assert_eq!(unescape("\\XE9\\", &d), "é");
+        assert_eq!(unescape("\\H\\bold\\N\\", &d), "bold");
+        assert_eq!(unescape("\\X0\\", &d), "\\X0\\");
+    }
+
+    proptest! {
+        #[test]
+        fn escape_then_unescape_round_trips(s in any::<String>()) {
+            let d = Delimiters::default();
+            let escaped = escape(&s, &d);
+            prop_assert!(!escaped.bytes().any(|b| matches!(b, b'|' | b'^' | b'~' | b'&' | b'\r' | b'\n')));
+            prop_assert_eq!(unescape(&escaped, &d), s.as_str());
+        }
+    }
+}

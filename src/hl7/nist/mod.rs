@@ -1,0 +1,156 @@
+//! NIST's Z22 (VXU) and Z23 (ACK) conformance profiles as data.
+//!
+//! `tables.rs` is generated from NIST's machine-readable profiles and value-set libraries by
+//! `tools/gen_profile_tables.py` (a test re-runs it with `--check` when `../shared` is present).
+//! The validator reads usage, cardinality, lengths and bindings from here, and `show` reads the
+//! field names, so the rules live in one place and are NIST's, not retyped by hand.
+
+mod tables;
+
+pub(crate) use tables::{
+    VALUE_SETS, Z22_DATATYPES, Z22_SEGMENTS, Z22_STRUCTURE, Z23_DATATYPES, Z23_SEGMENTS,
+    Z23_STRUCTURE,
+};
+
+/// Usage of a segment, field or component (HL7 v2.7.1 ch. 2B, as the IG pre-adopts).
+#[allow(dead_code)] // `W` does not occur in the 2018 profiles
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Usage {
+    /// Required.
+    R,
+    /// Required but may be empty.
+    RE,
+    /// Conditional.
+    C,
+    /// Optional.
+    O,
+    /// Not supported.
+    X,
+    /// Backward compatible.
+    B,
+    /// Withdrawn.
+    W,
+}
+
+/// A field of a segment definition.
+#[derive(Debug)]
+pub(crate) struct FieldDef {
+    pub name: &'static str,
+    pub usage: Usage,
+    #[allow(dead_code)]
+    pub min: u16,
+    pub max: u16,
+    pub datatype: &'static str,
+    #[allow(dead_code)]
+    pub min_len: u16,
+    pub max_len: u16,
+    pub binding: &'static str,
+}
+
+/// A component of a datatype definition.
+#[derive(Debug)]
+#[allow(dead_code)]
+pub(crate) struct ComponentDef {
+    pub name: &'static str,
+    pub usage: Usage,
+    pub datatype: &'static str,
+    pub min_len: u16,
+    pub max_len: u16,
+    pub binding: &'static str,
+}
+
+/// A segment definition of a profile.
+#[derive(Debug)]
+#[allow(dead_code)]
+pub(crate) struct SegmentDef {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub description: &'static str,
+    pub fields: &'static [FieldDef],
+}
+
+/// A datatype definition of a profile.
+#[derive(Debug)]
+#[allow(dead_code)]
+pub(crate) struct DatatypeDef {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub description: &'static str,
+    pub components: &'static [ComponentDef],
+}
+
+/// One element of a message structure.
+#[derive(Debug)]
+#[allow(dead_code)]
+pub(crate) enum GroupItem {
+    /// A segment reference.
+    Segment { id: &'static str, name: &'static str, usage: Usage, min: u16, max: u16 },
+    /// A group of segments.
+    Group { name: &'static str, usage: Usage, min: u16, max: u16, children: &'static [GroupItem] },
+}
+
+/// A value set: `(code, display, code system)` sorted by code.
+#[derive(Debug)]
+#[allow(dead_code)]
+pub(crate) struct ValueSetDef {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub codes: &'static [(&'static str, &'static str, &'static str)],
+}
+
+/// The value set with binding id `id` (e.g. `HL70163_IZ`).
+pub(crate) fn value_set(id: &str) -> Option<&'static ValueSetDef> {
+    VALUE_SETS.binary_search_by(|v| v.id.cmp(id)).ok().map(|i| &VALUE_SETS[i])
+}
+
+/// The display text of `code` in value set `id`, when the code is in it.
+pub(crate) fn display(id: &str, code: &str) -> Option<&'static str> {
+    let vs = value_set(id)?;
+    vs.codes.binary_search_by(|c| c.0.cmp(code)).ok().map(|i| vs.codes[i].1)
+}
+
+/// True when `code` is in value set `id`.
+pub(crate) fn contains(id: &str, code: &str) -> bool {
+    display(id, code).is_some()
+}
+
+/// Which profile a segment definition is looked up in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Profile {
+    /// VXU^V04 (send immunization history).
+    Z22,
+    /// ACK (acknowledgement).
+    Z23,
+}
+
+/// The definition of segment `name` (e.g. `RXA`) in `profile`.
+pub(crate) fn segment_def(profile: Profile, name: &str) -> Option<&'static SegmentDef> {
+    let (defs, structure) = match profile {
+        Profile::Z22 => (Z22_SEGMENTS, Z22_STRUCTURE),
+        Profile::Z23 => (Z23_SEGMENTS, Z23_STRUCTURE),
+    };
+    let id = find_segment_id(structure, name)?;
+    defs.binary_search_by(|d| d.id.cmp(id)).ok().map(|i| &defs[i])
+}
+
+fn find_segment_id(items: &'static [GroupItem], name: &str) -> Option<&'static str> {
+    items.iter().find_map(|item| match item {
+        GroupItem::Segment { id, name: n, .. } if *n == name => Some(*id),
+        GroupItem::Segment { .. } => None,
+        GroupItem::Group { children, .. } => find_segment_id(children, name),
+    })
+}
+
+/// The name of field `n` (1-based) of segment `name`, e.g. `RXA-5 Administered Code`.
+pub(crate) fn field_name(profile: Profile, name: &str, n: usize) -> Option<&'static str> {
+    segment_def(profile, name)?.fields.get(n.checked_sub(1)?).map(|f| f.name)
+}
+
+/// The datatype definition `id` (e.g. `CE_IZ`) in `profile`.
+pub(crate) fn datatype_def(profile: Profile, id: &str) -> Option<&'static DatatypeDef> {
+    let defs = match profile {
+        Profile::Z22 => Z22_DATATYPES,
+        Profile::Z23 => Z23_DATATYPES,
+    };
+    defs.binary_search_by(|d| d.id.cmp(id)).ok().map(|i| &defs[i])
+}

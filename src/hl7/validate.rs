@@ -1,0 +1,828 @@
+//! Record validation: why a canonical record cannot become a CDC-conformant VXU.
+//!
+//! [`resolve`] checks a [`Record`] against the CDC value sets and the IG's rules and, when it
+//! passes, returns the normalised values the builder encodes (dates as `YYYYMMDD`, codes with
+//! their display text). Every violation is reported at once, each naming the record, the record
+//! field (`vaccine.cvx`) and the rule broken, so staff can fix everything in one pass.
+
+use std::fmt;
+
+use chrono::{DateTime, NaiveDate};
+
+use super::codes::{self, CvxStatus, Route};
+use super::message_profile::{MessageProfile, VisMethod};
+use super::nist;
+use crate::record::{Address, Record};
+
+/// One reason a record cannot be sent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Violation {
+    /// The record's `vaccination_id`.
+    pub record_id: String,
+    /// The record field, e.g. `vaccine.cvx` or `vis[1].presented`.
+    pub field: String,
+    /// The rule that was broken, e.g. `CVX 999 is not an administrable vaccine code`.
+    pub rule: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "record {}: {}: {}", self.record_id, self.field, self.rule)
+    }
+}
+
+/// What kind of RXA this record becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DoseKind {
+    /// Given by the reporting provider: RXA-9 `00`, RXA-20 `CP`.
+    Administered,
+    /// Reported from another source: RXA-9 `01`…`08`.
+    Historical(&'static str),
+    /// Refused: RXA-20 `RE`, RXA-18 the reason.
+    Refused(&'static str),
+}
+
+/// A code with its display text and coding system.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Coded<'a> {
+    pub code: &'a str,
+    pub text: &'a str,
+    pub system: &'a str,
+}
+
+/// One VIS, resolved to the method it is sent with.
+#[derive(Debug, Clone)]
+pub(crate) enum ResolvedVis<'a> {
+    /// 69764-9 barcode + 29769-7 presentation date.
+    Barcode { gdti: &'a str, document: &'a str, presented: String },
+    /// 30956-7 vaccine type + 29768-9 publication + 29769-7 presentation date.
+    VaccineType { cvx: &'a str, text: &'a str, published: String, presented: String },
+}
+
+/// A record checked and normalised for the builder.
+#[derive(Debug)]
+pub(crate) struct Resolved<'a> {
+    pub rec: &'a Record,
+    pub kind: DoseKind,
+    pub admin_date: String,
+    pub birth_date: String,
+    pub cvx: Coded<'a>,
+    pub ndc: Option<Coded<'a>>,
+    pub mvx: Option<Coded<'a>>,
+    pub expiration: Option<String>,
+    pub dose_ml: Option<String>,
+    pub route: Option<&'static Route>,
+    pub site: Option<Coded<'a>>,
+    pub eligibility: Option<Coded<'a>>,
+    pub funding: Option<Coded<'a>>,
+    pub vis: Vec<ResolvedVis<'a>>,
+    pub race: Vec<Coded<'a>>,
+    pub ethnicity: Option<Coded<'a>>,
+    pub phone: Option<(String, String)>,
+    pub responsible_phone: Option<(String, String)>,
+    pub relationship: Option<Coded<'a>>,
+    pub language: Option<Coded<'a>>,
+    pub publicity: Option<Coded<'a>>,
+    pub publicity_date: Option<String>,
+    pub protection_date: Option<String>,
+    pub registry_status_date: Option<String>,
+    pub action: &'a str,
+}
+
+/// Collects violations for one record.
+struct Check<'a> {
+    id: &'a str,
+    found: Vec<Violation>,
+}
+
+impl Check<'_> {
+    fn fail(&mut self, field: impl Into<String>, rule: impl Into<String>) {
+        self.found.push(Violation {
+            record_id: self.id.to_owned(),
+            field: field.into(),
+            rule: rule.into(),
+        });
+    }
+
+    fn max_len(&mut self, field: &str, value: &str, max: usize) {
+        let n = value.chars().count();
+        if n > max {
+            self.fail(field, format!("is {n} characters long; the CDC profile allows {max}"));
+        }
+    }
+
+    /// A required, non-blank text.
+    fn required(&mut self, field: &str, value: &str) -> bool {
+        if value.trim().is_empty() {
+            self.fail(field, "is required");
+            return false;
+        }
+        true
+    }
+
+    /// A `YYYY-MM-DD` date, returned as `YYYYMMDD`.
+    fn date(&mut self, field: &str, value: &str) -> Option<NaiveDate> {
+        match NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d") {
+            Ok(d) => Some(d),
+            Err(_) => {
+                self.fail(field, format!("{value:?} is not a date (expected YYYY-MM-DD)"));
+                None
+            }
+        }
+    }
+
+    /// A code from NIST value set `set`; returns it with its display text.
+    fn coded<'v>(
+        &mut self,
+        field: &str,
+        code: &'v str,
+        set: &str,
+        what: &str,
+    ) -> Option<Coded<'v>> {
+        let code = code.trim();
+        let vs = nist::value_set(set)?;
+        match vs.codes.binary_search_by(|c| c.0.cmp(code)) {
+            Ok(i) => Some(Coded { code, text: vs.codes[i].1, system: vs.codes[i].2 }),
+            Err(_) => {
+                self.fail(field, format!("{code:?} is not a {what} code ({set})"));
+                None
+            }
+        }
+    }
+}
+
+/// Parses `administered_at`: RFC 3339 (the clinic's local date is kept) or `YYYY-MM-DD`.
+fn admin_date(value: &str) -> Option<NaiveDate> {
+    let v = value.trim();
+    DateTime::parse_from_rfc3339(v)
+        .map(|t| t.date_naive())
+        .ok()
+        .or_else(|| NaiveDate::parse_from_str(v, "%Y-%m-%d").ok())
+}
+
+/// US phone: 10 digits (a leading country code 1 is dropped); returns (area, local).
+fn us_phone(value: &str) -> Option<(String, String)> {
+    let digits: String = value.chars().filter(char::is_ascii_digit).collect();
+    let digits = match digits.len() {
+        11 if digits.starts_with('1') => digits[1..].to_owned(),
+        10 => digits,
+        _ => return None,
+    };
+    let punctuation_only = value.chars().all(|c| c.is_ascii_digit() || " ()-.+".contains(c));
+    punctuation_only.then(|| (digits[..3].to_owned(), digits[3..].to_owned()))
+}
+
+/// Formats a dose volume: at most 3 decimals, no trailing zeros (`0.3`, `0.25`, `1`).
+fn format_ml(ml: f64) -> String {
+    let s = format!("{ml:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    s.to_owned()
+}
+
+/// Common ISO 639-2 languages (PID-15); other three-letter codes are sent without text.
+const LANGUAGES: &[(&str, &str)] = &[
+    ("ara", "Arabic"),
+    ("chi", "Chinese"),
+    ("eng", "English"),
+    ("fre", "French"),
+    ("ger", "German"),
+    ("hin", "Hindi"),
+    ("hmn", "Hmong"),
+    ("jpn", "Japanese"),
+    ("kor", "Korean"),
+    ("por", "Portuguese"),
+    ("rus", "Russian"),
+    ("som", "Somali"),
+    ("spa", "Spanish"),
+    ("tgl", "Tagalog"),
+    ("vie", "Vietnamese"),
+];
+
+/// Checks `rec` against the CDC rules and `profile`; on success returns the normalised values.
+///
+/// `today` bounds dates that cannot lie in the future (birth, administration).
+///
+/// # Errors
+/// Every [`Violation`] found, at once.
+pub(crate) fn resolve<'a>(
+    rec: &'a Record,
+    profile: &'a MessageProfile,
+    today: NaiveDate,
+) -> Result<Resolved<'a>, Vec<Violation>> {
+    let mut c = Check { id: &rec.vaccination_id, found: Vec::new() };
+    if c.required("vaccination_id", &rec.vaccination_id) {
+        c.max_len("vaccination_id", &rec.vaccination_id, 199);
+    }
+
+    // --- What kind of dose this is ---------------------------------------------------------
+    let kind = dose_kind(&mut c, rec);
+
+    // --- Patient ---------------------------------------------------------------------------
+    let p = &rec.patient;
+    if c.required("patient.id", &p.id) {
+        c.max_len("patient.id", &p.id, 15);
+    }
+    if let Some(a) = &p.id_authority {
+        // HD.1 namespace ids are IS(20); an OID goes to HD.2 (ST 199).
+        let is_oid = a.contains('.') && a.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        c.max_len("patient.id_authority", a, if is_oid { 199 } else { 20 });
+    }
+    if c.required("patient.family_name", &p.family_name) {
+        c.max_len("patient.family_name", &p.family_name, 194);
+    }
+    if c.required("patient.given_name", &p.given_name) {
+        c.max_len("patient.given_name", &p.given_name, 30);
+    }
+    if let Some(m) = &p.middle_name {
+        c.max_len("patient.middle_name", m, 30);
+    }
+    if let Some(s) = &p.suffix {
+        c.max_len("patient.suffix", s, 20);
+    }
+    if let Some(m) = &p.mother_maiden_name {
+        c.max_len("patient.mother_maiden_name", m, 194);
+    }
+    let birth = if c.required("patient.birth_date", &p.birth_date) {
+        c.date("patient.birth_date", &p.birth_date)
+    } else {
+        None
+    };
+    if let Some(b) = birth
+        && b > today
+    {
+        c.fail("patient.birth_date", format!("{b} is in the future"));
+    }
+    if c.required("patient.sex", &p.sex) {
+        c.coded("patient.sex", &p.sex, "HL70001_IZ", "sex (F, M or U)");
+    }
+    let race: Vec<Coded<'_>> = p
+        .race
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            c.coded(&format!("patient.race[{i}]"), r, "CDCREC_R_IZ", "CDCREC race")
+        })
+        .collect();
+    let ethnicity = p
+        .ethnicity
+        .as_deref()
+        .and_then(|e| c.coded("patient.ethnicity", e, "CDCREC_E_IZ", "CDCREC ethnicity"));
+    if let Some(a) = &p.address {
+        check_address(&mut c, "patient.address", a);
+    }
+    let phone = p.phone.as_deref().and_then(|ph| {
+        let r = us_phone(ph);
+        if r.is_none() {
+            c.fail("patient.phone", format!("{ph:?} is not a 10-digit US phone number"));
+        }
+        r
+    });
+    if let Some(e) = &p.email {
+        let ok = e.split_once('@').is_some_and(|(u, d)| !u.is_empty() && d.contains('.'));
+        if !ok {
+            c.fail("patient.email", format!("{e:?} is not an e-mail address"));
+        }
+        c.max_len("patient.email", e, 199);
+    }
+    let language = p.language.as_deref().and_then(|l| {
+        let l = l.trim();
+        if l.len() != 3 || !l.bytes().all(|b| b.is_ascii_lowercase()) {
+            c.fail("patient.language", format!("{l:?} is not an ISO 639-2 code (e.g. eng, spa)"));
+            return None;
+        }
+        let text = LANGUAGES.iter().find(|(k, _)| *k == l).map_or("", |(_, t)| *t);
+        Some(Coded { code: l, text, system: "ISO639" })
+    });
+    let publicity = p
+        .publicity
+        .as_deref()
+        .and_then(|v| c.coded("patient.publicity", v, "HL70215_IZ", "publicity"));
+    if let Some(v) = &p.protection {
+        c.coded("patient.protection", v, "HL70136_IZ", "protection indicator (Y or N)");
+    }
+    if let Some(v) = &p.registry_status {
+        c.coded("patient.registry_status", v, "HL70441_IZ", "registry status");
+    }
+    let mut opt_date = |field: &str, v: &Option<String>| {
+        v.as_deref().and_then(|d| c.date(field, d)).map(|d| d.format("%Y%m%d").to_string())
+    };
+    let publicity_date = opt_date("patient.publicity_date", &p.publicity_date);
+    let protection_date = opt_date("patient.protection_date", &p.protection_date);
+    let registry_status_date = opt_date("patient.registry_status_date", &p.registry_status_date);
+
+    // --- Responsible party -----------------------------------------------------------------
+    let mut relationship = None;
+    let mut responsible_phone = None;
+    if let Some(r) = &rec.responsible_party {
+        if c.required("responsible_party.family_name", &r.family_name) {
+            c.max_len("responsible_party.family_name", &r.family_name, 194);
+        }
+        if c.required("responsible_party.given_name", &r.given_name) {
+            c.max_len("responsible_party.given_name", &r.given_name, 30);
+        }
+        if c.required("responsible_party.relationship", &r.relationship) {
+            relationship = c.coded(
+                "responsible_party.relationship",
+                &r.relationship,
+                "HL70063_IZ",
+                "relationship",
+            );
+        }
+        if let Some(a) = &r.address {
+            check_address(&mut c, "responsible_party.address", a);
+        }
+        if let Some(ph) = &r.phone {
+            responsible_phone = us_phone(ph);
+            if responsible_phone.is_none() {
+                c.fail(
+                    "responsible_party.phone",
+                    format!("{ph:?} is not a 10-digit US phone number"),
+                );
+            }
+        }
+    }
+
+    // --- Who and where ---------------------------------------------------------------------
+    if let Some(f) = &rec.facility {
+        if c.required("facility.id", &f.id) {
+            c.max_len("facility.id", &f.id, 20);
+        }
+    }
+    for (field, who) in
+        [("vaccinator", &rec.vaccinator), ("ordering_provider", &rec.ordering_provider)]
+    {
+        if let Some(w) = who {
+            if let Some(id) = &w.id {
+                c.max_len(&format!("{field}.id"), id, 15);
+            }
+            let named = w.family_name.as_deref().is_some_and(|s| !s.trim().is_empty())
+                || w.given_name.as_deref().is_some_and(|s| !s.trim().is_empty());
+            if w.id.as_deref().is_none_or(|s| s.trim().is_empty()) && !named {
+                c.fail(field, "needs an id or a name");
+            }
+        }
+    }
+
+    // --- When ------------------------------------------------------------------------------
+    let admin = match rec.administered_at.as_deref() {
+        None => {
+            c.fail("administered_at", "is required");
+            None
+        }
+        Some(v) => {
+            let d = admin_date(v);
+            if d.is_none() {
+                c.fail("administered_at", format!("{v:?} is not a date or RFC 3339 time"));
+            }
+            d
+        }
+    };
+    if let Some(a) = admin {
+        if a > today.succ_opt().unwrap_or(today) {
+            c.fail("administered_at", format!("{a} is in the future"));
+        }
+        if let Some(b) = birth
+            && a < b
+        {
+            c.fail("administered_at", format!("{a} is before the birth date {b}"));
+        }
+    }
+
+    // --- What ------------------------------------------------------------------------------
+    let v = &rec.vaccine;
+    let new_dose = kind == DoseKind::Administered;
+    let cvx = if c.required("vaccine.cvx", &v.cvx) {
+        check_cvx(&mut c, v.cvx.trim(), kind)
+    } else {
+        None
+    };
+    let ndc = v.ndc.as_deref().and_then(|n| {
+        let n = n.trim();
+        if !codes::is_ndc_shape(n) {
+            c.fail(
+                "vaccine.ndc",
+                format!("{n:?} is not an NDC in 11-digit 5-4-2 form (e.g. 59267-1000-02)"),
+            );
+            return None;
+        }
+        match codes::ndc(n) {
+            Some(e) => {
+                if let Some(x) = cvx
+                    && e.cvx != x.code
+                {
+                    c.fail("vaccine.ndc", format!("NDC {n} is CVX {}, not CVX {}", e.cvx, x.code));
+                }
+                Some(Coded { code: n, text: e.name, system: "NDC" })
+            }
+            None => Some(Coded { code: n, text: "", system: "NDC" }),
+        }
+    });
+    let mvx = match v.mvx.as_deref().map(str::trim) {
+        Some(m) => match codes::mvx(m) {
+            Some(e) => {
+                if let Some(n) = v.ndc.as_deref().and_then(|n| codes::ndc(n.trim()))
+                    && !n.mvx.is_empty()
+                    && n.mvx != e.code
+                {
+                    c.fail(
+                        "vaccine.mvx",
+                        format!("NDC {} is made by {}, not {}", n.ndc, n.mvx, e.code),
+                    );
+                }
+                Some(Coded { code: m, text: e.name, system: "MVX" })
+            }
+            None => {
+                c.fail("vaccine.mvx", format!("{m:?} is not an MVX manufacturer code"));
+                None
+            }
+        },
+        None => {
+            if new_dose {
+                c.fail("vaccine.mvx", "is required for a dose given here (RXA-17)");
+            }
+            None
+        }
+    };
+    match v.lot.as_deref().map(str::trim) {
+        Some(l) if !l.is_empty() => c.max_len("vaccine.lot", l, 20),
+        _ if new_dose => c.fail("vaccine.lot", "is required for a dose given here (RXA-15)"),
+        _ => {}
+    }
+    let expiration = v.expiration_date.as_deref().and_then(|e| {
+        let e = e.trim();
+        if let Ok(d) = NaiveDate::parse_from_str(e, "%Y-%m-%d") {
+            return Some(d.format("%Y%m%d").to_string());
+        }
+        if let Ok(d) = NaiveDate::parse_from_str(&format!("{e}-01"), "%Y-%m-%d") {
+            return Some(d.format("%Y%m").to_string());
+        }
+        c.fail("vaccine.expiration_date", format!("{e:?} is not a date (YYYY-MM-DD or YYYY-MM)"));
+        None
+    });
+    let dose_ml = match v.dose_ml {
+        Some(ml) if ml.is_finite() && ml > 0.0 && ml <= 10.0 => Some(format_ml(ml)),
+        Some(ml) => {
+            c.fail(
+                "vaccine.dose_ml",
+                format!("{ml} mL is not a plausible dose volume (0 < mL <= 10)"),
+            );
+            None
+        }
+        None => {
+            if new_dose {
+                c.fail("vaccine.dose_ml", "is required for a dose given here (RXA-6)");
+            }
+            None
+        }
+    };
+
+    // --- How -------------------------------------------------------------------------------
+    let route = rec.route.as_deref().map(str::trim).and_then(|r| {
+        let found = codes::route(r);
+        if found.is_none() {
+            c.fail("route", format!("{r:?} is not an NCIT route code (e.g. C28161 intramuscular)"));
+        }
+        found
+    });
+    let site =
+        rec.site.as_deref().and_then(|s| c.coded("site", s, "HL70163_IZ", "body site (HL7 0163)"));
+    if rec.site.is_some() && rec.route.is_none() {
+        c.fail("site", "a site needs a route (RXR-1 is required when RXR is sent)");
+    }
+    if let Some(n) = rec.dose_number
+        && !(1..=99).contains(&n)
+    {
+        c.fail("dose_number", format!("{n} is not a dose number between 1 and 99"));
+    }
+
+    // --- Eligibility, funding, VIS ----------------------------------------------------------
+    let eligibility = match rec.vfc_eligibility.as_deref().map(str::trim) {
+        Some(code) => match profile.local_eligibility(code) {
+            Some(l) => Some(Coded { code, text: &l.text, system: &l.system }),
+            None => c.coded("vfc_eligibility", code, "HL70064_IZ", "VFC eligibility"),
+        },
+        None => {
+            if new_dose {
+                c.fail("vfc_eligibility", "is required for a dose given here (IZ-23: OBX 64994-7)");
+            }
+            None
+        }
+    };
+    let funding = rec.funding_source.as_deref().map(str::trim).and_then(|code| {
+        match profile.local_funding(code) {
+            Some(l) => Some(Coded { code, text: &l.text, system: &l.system }),
+            None => c.coded(
+                "funding_source",
+                code,
+                "PHVS_ImmunizationFundingSource_IIS",
+                "funding source",
+            ),
+        }
+    });
+    let vis = resolve_vis(&mut c, rec, profile, cvx);
+
+    let action = match rec.action.as_deref().map(str::trim) {
+        None | Some("A") => "A",
+        Some("U") => "U",
+        Some("D") => "D",
+        Some(other) => {
+            c.fail("action", format!("{other:?} is not an RXA-21 action (A, U or D)"));
+            "A"
+        }
+    };
+
+    match (c.found.is_empty(), admin, birth, cvx) {
+        (true, Some(admin), Some(birth), Some(cvx)) => Ok(Resolved {
+            rec,
+            kind,
+            admin_date: admin.format("%Y%m%d").to_string(),
+            birth_date: birth.format("%Y%m%d").to_string(),
+            cvx,
+            ndc,
+            mvx,
+            expiration,
+            dose_ml,
+            route,
+            site,
+            eligibility,
+            funding,
+            vis,
+            race,
+            ethnicity,
+            phone,
+            responsible_phone,
+            relationship,
+            language,
+            publicity,
+            publicity_date,
+            protection_date,
+            registry_status_date,
+            action,
+        }),
+        _ => Err(c.found),
+    }
+}
+
+fn dose_kind(c: &mut Check<'_>, rec: &Record) -> DoseKind {
+    let refusal = rec.refusal_reason.as_deref().map(str::trim);
+    let source = rec.information_source.as_deref().map(str::trim);
+    if let Some(r) = refusal {
+        if rec.historical {
+            c.fail("refusal_reason", "a refusal cannot also be a historical dose");
+        }
+        if source.is_some() {
+            c.fail("information_source", "a refusal has no information source (IZ-47)");
+        }
+        return match nist::value_set("NIP002").and_then(|vs| vs.codes.iter().find(|x| x.0 == r)) {
+            Some(x) => DoseKind::Refused(x.0),
+            None => {
+                c.fail("refusal_reason", format!("{r:?} is not a NIP002 refusal reason (00-03)"));
+                DoseKind::Refused("00")
+            }
+        };
+    }
+    if rec.historical {
+        let code = source.unwrap_or("01");
+        return match nist::value_set("NIP001").and_then(|vs| vs.codes.iter().find(|x| x.0 == code))
+        {
+            Some(x) if x.0 != "00" => DoseKind::Historical(x.0),
+            _ => {
+                c.fail(
+                    "information_source",
+                    format!("{code:?} is not a NIP001 historical source (01-08)"),
+                );
+                DoseKind::Historical("01")
+            }
+        };
+    }
+    if let Some(s) = source
+        && s != "00"
+    {
+        c.fail(
+            "information_source",
+            format!("{s:?} needs \"historical\": true (00 means given here)"),
+        );
+    }
+    DoseKind::Administered
+}
+
+fn check_cvx<'a>(c: &mut Check<'_>, code: &'a str, kind: DoseKind) -> Option<Coded<'a>> {
+    let Some(e) = codes::cvx(code) else {
+        c.fail("vaccine.cvx", format!("CVX {code} is not a CDC vaccine code"));
+        return None;
+    };
+    let not_administrable = match e.code {
+        "998" | "999" => true,
+        _ => {
+            matches!(e.status, CvxStatus::NeverActive | CvxStatus::Pending)
+                || e.short_description.to_ascii_lowercase().contains("unspecified")
+        }
+    };
+    match kind {
+        DoseKind::Administered if not_administrable => {
+            c.fail(
+                "vaccine.cvx",
+                format!(
+                    "CVX {code} is not an administrable vaccine code ({})",
+                    e.short_description
+                ),
+            );
+        }
+        DoseKind::Administered if e.status == CvxStatus::NonUs => {
+            c.fail(
+                "vaccine.cvx",
+                format!("CVX {code} is a non-US vaccine; report it as a historical dose"),
+            );
+        }
+        DoseKind::Refused(_) | DoseKind::Historical(_) if code == "998" => {
+            c.fail(
+                "vaccine.cvx",
+                "CVX 998 (no vaccine administered) is not a vaccine to refuse or record",
+            );
+        }
+        _ => {}
+    }
+    Some(Coded { code, text: e.short_description, system: "CVX" })
+}
+
+fn check_address(c: &mut Check<'_>, field: &str, a: &Address) {
+    if let Some(s) = &a.state {
+        let s = s.trim();
+        if s.len() != 2 || !s.bytes().all(|b| b.is_ascii_uppercase()) {
+            c.fail(format!("{field}.state"), format!("{s:?} is not a two-letter state code"));
+        }
+    }
+    if let Some(z) = &a.zip {
+        let z = z.trim();
+        let digits: String = z.chars().filter(char::is_ascii_digit).collect();
+        let shape = (z.len() == 5 && digits.len() == 5)
+            || (z.len() == 10 && digits.len() == 9 && z.as_bytes()[5] == b'-')
+            || (z.len() == 9 && digits.len() == 9);
+        if !shape {
+            c.fail(format!("{field}.zip"), format!("{z:?} is not a 5- or 9-digit ZIP code"));
+        }
+    }
+    if let Some(k) = &a.country {
+        let k = k.trim();
+        if k.len() != 3 || !k.bytes().all(|b| b.is_ascii_uppercase()) {
+            c.fail(
+                format!("{field}.country"),
+                format!("{k:?} is not an ISO 3166 alpha-3 country (e.g. USA)"),
+            );
+        }
+    }
+    for (name, value, max) in
+        [("street", &a.street, 120), ("other", &a.other, 120), ("city", &a.city, 50)]
+    {
+        if let Some(v) = value {
+            c.max_len(&format!("{field}.{name}"), v, max);
+        }
+    }
+    if let Some(k) = &a.county {
+        let k = k.trim();
+        if !(k.len() == 5 && k.bytes().all(|b| b.is_ascii_digit())) {
+            c.fail(format!("{field}.county"), format!("{k:?} is not a 5-digit county FIPS code"));
+        }
+    }
+}
+
+fn resolve_vis<'a>(
+    c: &mut Check<'_>,
+    rec: &'a Record,
+    profile: &MessageProfile,
+    cvx: Option<Coded<'a>>,
+) -> Vec<ResolvedVis<'a>> {
+    let mut out = Vec::new();
+    if rec.refusal_reason.is_some() || rec.historical {
+        if !rec.vis.is_empty() {
+            c.fail("vis", "VIS documents are only sent for doses given here");
+        }
+        return out;
+    }
+    for (i, v) in rec.vis.iter().enumerate() {
+        let field = |name: &str| format!("vis[{i}].{name}");
+        let presented = match v.presented.as_deref() {
+            Some(p) => c.date(&field("presented"), p),
+            None => {
+                c.fail(field("presented"), "is required (29769-7, the date the VIS was given)");
+                None
+            }
+        };
+        let published = v.published.as_deref().and_then(|p| c.date(&field("published"), p));
+        let Some(presented) = presented.map(|d| d.format("%Y%m%d").to_string()) else { continue };
+        let barcode = v.document.as_deref().map(str::trim);
+        if let Some(g) = barcode {
+            let shape = g.len() == 24
+                && g.starts_with("253088698300")
+                && g.bytes().all(|b| b.is_ascii_digit());
+            if !shape {
+                c.fail(
+                    field("document"),
+                    format!("{g:?} is not a 24-digit VIS barcode string (253088698300…)"),
+                );
+                continue;
+            }
+        }
+        let known = barcode.and_then(codes::vis);
+        let use_barcode = barcode.is_some() && profile.vis_method == VisMethod::Barcode;
+        if use_barcode {
+            let gdti = barcode.unwrap_or_default();
+            out.push(ResolvedVis::Barcode {
+                gdti,
+                document: known.map_or("", |k| k.document),
+                presented,
+            });
+            continue;
+        }
+        // Vaccine-type method: the VIS's vaccine (or the dose's), and a publication date.
+        let vt = v.vaccine_type.as_deref().map(str::trim);
+        let vt_coded = match vt {
+            Some(code) => match codes::cvx(code) {
+                Some(e) => Some(Coded { code, text: e.short_description, system: "CVX" }),
+                None => {
+                    c.fail(field("vaccine_type"), format!("CVX {code} is not a CDC vaccine code"));
+                    continue;
+                }
+            },
+            None => cvx,
+        };
+        let published = published
+            .map(|d| d.format("%Y%m%d").to_string())
+            .or_else(|| known.map(|k| k.edition.replace('-', "")));
+        match (vt_coded, published) {
+            (Some(t), Some(published)) => out.push(ResolvedVis::VaccineType {
+                cvx: t.code,
+                text: t.text,
+                published,
+                presented,
+            }),
+            (_, None) => {
+                c.fail(field("published"), "is required when the VIS has no barcode string")
+            }
+            (None, _) => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Record {
+        serde_json::from_str(
+            r#"{"vaccination_id":"v1","patient":{"id":"MRN1","family_name":"Doe","given_name":"Jo",
+            "birth_date":"2000-01-02","sex":"F"},"vaccine":{"cvx":"208","mvx":"PFR","lot":"L1","dose_ml":0.3},
+            "administered_at":"2026-11-20T14:30:00-08:00","vfc_eligibility":"V01"}"#,
+        )
+        .expect("test record parses")
+    }
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 24).expect("valid date")
+    }
+
+    #[test]
+    fn a_minimal_new_dose_passes() {
+        let rec = base();
+        let profile = MessageProfile::default();
+        let r = resolve(&rec, &profile, today()).map_err(|v| format!("{v:?}"));
+        assert_eq!(r.map(|r| r.admin_date), Ok("20261120".to_owned()));
+    }
+
+    #[test]
+    fn reports_every_violation_with_record_and_field() {
+        let mut rec = base();
+        rec.vaccine.cvx = "999".into();
+        rec.vaccine.lot = None;
+        rec.patient.sex = "X".into();
+        rec.patient.birth_date = "2000-02-30".into();
+        rec.vaccine.ndc = Some("59267-1000-02".into());
+        let profile = MessageProfile::default();
+        let errs = resolve(&rec, &profile, today()).err().unwrap_or_default();
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert!(text.contains(&"record v1: vaccine.cvx: CVX 999 is not an administrable vaccine code (unknown vaccine or immune globulin)".to_owned())
+            || text.iter().any(|t| t.starts_with("record v1: vaccine.cvx: CVX 999 is not an administrable vaccine code")), "{text:?}");
+        assert!(
+            text.iter().any(|t| t.starts_with("record v1: vaccine.lot: is required")),
+            "{text:?}"
+        );
+        assert!(text.iter().any(|t| t.starts_with("record v1: patient.sex:")), "{text:?}");
+        assert!(text.iter().any(|t| t.starts_with("record v1: patient.birth_date:")), "{text:?}");
+        assert!(
+            text.iter().any(|t| t.contains("NDC 59267-1000-02 is CVX 208, not CVX 999")),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn phone_and_volume_formats() {
+        assert_eq!(us_phone("(206) 555-1234"), Some(("206".into(), "5551234".into())));
+        assert_eq!(us_phone("1-206-555-1234"), Some(("206".into(), "5551234".into())));
+        assert_eq!(us_phone("555-1234"), None);
+        assert_eq!(us_phone("206555123x4"), None);
+        assert_eq!(format_ml(0.3), "0.3");
+        assert_eq!(format_ml(0.25), "0.25");
+        assert_eq!(format_ml(1.0), "1");
+    }
+}

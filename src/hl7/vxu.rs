@@ -1,0 +1,442 @@
+//! The VXU^V04^VXU_V04 builder (CDC IG 1.5 + 2018 addendum, NIST profile Z22).
+//!
+//! [`generate_vxu`] turns one canonical [`Record`] into one message: `MSH PID [PD1] [NK1]
+//! ORC RXA [RXR] [OBX…]`. The record is first checked by `validate::resolve` (every violation at
+//! once) and the finished message is checked again by the message validator, so nothing that
+//! leaves here can break a Z22 rule we know how to check. Per-IIS choices come from the
+//! [`MessageProfile`]; MSH-7 and MSH-10 are parameters, so output is reproducible in tests.
+
+use chrono::{DateTime, FixedOffset};
+
+use super::encode::Writer;
+use super::message_profile::{Hd, MessageProfile, NdcPlacement};
+use super::validate::{Coded, DoseKind, Resolved, ResolvedVis, Violation, resolve};
+use super::{Severity, validate_message};
+use crate::record::{Address, Clinician, Record};
+
+/// A record that cannot become a valid VXU, with every reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("record {record_id} cannot be sent: {}", summary(.violations))]
+pub struct Invalid {
+    /// The record's `vaccination_id`.
+    pub record_id: String,
+    /// Every violation found.
+    pub violations: Vec<Violation>,
+}
+
+fn summary(v: &[Violation]) -> String {
+    v.iter().map(|v| format!("{}: {}", v.field, v.rule)).collect::<Vec<_>>().join("; ")
+}
+
+/// Builds the VXU for `rec` with control id `control_id` (MSH-10) and time `now` (MSH-7).
+///
+/// # Errors
+/// [`Invalid`] listing every problem when the record cannot become a conformant VXU.
+pub fn generate_vxu(
+    rec: &Record,
+    profile: &MessageProfile,
+    control_id: &str,
+    now: DateTime<FixedOffset>,
+) -> Result<String, Invalid> {
+    let invalid = |violations| Invalid { record_id: rec.vaccination_id.clone(), violations };
+    let r = resolve(rec, profile, now.date_naive()).map_err(invalid)?;
+    let message = encode(&r, profile, control_id, now);
+    // The safety net: our own output must pass our own Z22 checks.
+    let errors: Vec<Violation> = validate_message(&message)
+        .into_iter()
+        .filter(|f| f.severity == Severity::Error)
+        .map(|f| Violation {
+            record_id: rec.vaccination_id.clone(),
+            field: format!("message {}", f.location),
+            rule: f.message,
+        })
+        .collect();
+    if errors.is_empty() { Ok(message) } else { Err(invalid(errors)) }
+}
+
+/// Writes an HD into component `c` of field `f` as sub-components (`NS&OID&ISO`).
+fn hd_in_component(w: &mut Writer, f: u16, c: u16, hd: &Hd) {
+    let iso = if hd.oid.is_empty() { "" } else { "ISO" };
+    w.subs(f, c, &[&hd.namespace, &hd.oid, iso]);
+}
+
+/// Writes an HD as a whole field (`NS^OID^ISO`).
+fn hd_field(w: &mut Writer, f: u16, hd: &Hd) {
+    let iso = if hd.oid.is_empty() { "" } else { "ISO" };
+    w.comps(f, &[&hd.namespace, &hd.oid, iso]);
+}
+
+/// An HD from a record value: an OID goes to HD.2 with `ISO`, anything else to HD.1.
+fn hd_from(value: &str) -> Hd {
+    let is_oid = value.contains('.') && value.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if is_oid { Hd { namespace: String::new(), oid: value.to_owned() } } else { Hd::named(value) }
+}
+
+fn coded(w: &mut Writer, f: u16, c: &Coded<'_>) {
+    w.comps(f, &[c.code, c.text, c.system]);
+}
+
+fn xad(w: &mut Writer, f: u16, a: &Address) {
+    let s = |v: &Option<String>| v.as_deref().map_or("", str::trim).to_owned();
+    let (street, other, city, state, zip) =
+        (s(&a.street), s(&a.other), s(&a.city), s(&a.state), s(&a.zip));
+    let country = s(&a.country);
+    w.comps(f, &[&street, &other, &city, &state, &zip, &country, "L"]);
+    w.comp(f, 9, a.county.as_deref().unwrap_or("").trim());
+}
+
+fn xtn_phone(w: &mut Writer, f: u16, rep: u16, phone: &(String, String)) {
+    w.comps_in(f, rep, &["", "PRN", "PH", "", "", &phone.0, &phone.1]);
+}
+
+/// XCN: id, family, given, assigning authority + id type when an id is sent, credential.
+fn xcn(w: &mut Writer, f: u16, who: &Clinician, profile: &MessageProfile) {
+    let t = |v: &Option<String>| v.as_deref().map_or("", str::trim).to_owned();
+    let id = t(&who.id);
+    w.comps(f, &[&id, &t(&who.family_name), &t(&who.given_name)]);
+    if !id.is_empty() {
+        // A 10-digit id is an NPI (assigned by CMS); anything else is a local provider number.
+        let npi = id.len() == 10 && id.bytes().all(|b| b.is_ascii_digit());
+        let authority = if npi { Hd::named("CMS") } else { profile.provider_id_authority.clone() };
+        hd_in_component(w, f, 9, &authority);
+    }
+    if who.family_name.is_some() || who.given_name.is_some() {
+        w.comp(f, 10, "L");
+    }
+    if !id.is_empty() {
+        let npi = id.len() == 10 && id.bytes().all(|b| b.is_ascii_digit());
+        w.comp(f, 13, if npi { "NPI" } else { "PRN" });
+    }
+    w.comp(f, 21, who.credential.as_deref().unwrap_or("").trim());
+}
+
+fn encode(
+    r: &Resolved<'_>,
+    profile: &MessageProfile,
+    control_id: &str,
+    now: DateTime<FixedOffset>,
+) -> String {
+    let rec = r.rec;
+    let mut w = Writer::new();
+    let facility_id = rec.facility.as_ref().map_or("", |f| f.id.trim());
+
+    // MSH ---------------------------------------------------------------------------------
+    let sending_facility = if profile.sending_facility.is_empty() {
+        Hd::named(facility_id)
+    } else {
+        profile.sending_facility.clone()
+    };
+    w.segment("MSH");
+    hd_field(&mut w, 3, &profile.sending_application);
+    hd_field(&mut w, 4, &sending_facility);
+    hd_field(&mut w, 5, &profile.receiving_application);
+    hd_field(&mut w, 6, &profile.receiving_facility);
+    w.field(7, &now.format("%Y%m%d%H%M%S%z").to_string());
+    w.comps(9, &["VXU", "V04", "VXU_V04"]);
+    w.field(10, control_id);
+    w.field(11, profile.processing_id.code());
+    w.field(12, "2.5.1");
+    w.field(15, "ER").field(16, "AL");
+    w.comps(21, &["Z22", "CDCPHINVS"]);
+    if profile.send_responsible_organizations {
+        let or = |s: &str, hd: &Hd| if s.is_empty() { hd.namespace.clone() } else { s.to_owned() };
+        w.field(22, &or(&profile.sending_organization, &sending_facility));
+        w.field(23, &or(&profile.receiving_organization, &profile.receiving_facility));
+    }
+
+    // PID ---------------------------------------------------------------------------------
+    let p = &rec.patient;
+    w.segment("PID").field(1, "1");
+    w.field(3, p.id.trim());
+    let authority =
+        p.id_authority.as_deref().map_or_else(|| profile.patient_id_authority.clone(), hd_from);
+    hd_in_component(&mut w, 3, 4, &authority);
+    w.comp(3, 5, "MR");
+    let middle = p.middle_name.as_deref().unwrap_or("").trim();
+    let suffix = p.suffix.as_deref().unwrap_or("").trim();
+    w.comps(5, &[p.family_name.trim(), p.given_name.trim(), middle, suffix]).comp(5, 7, "L");
+    if let Some(m) = p.mother_maiden_name.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
+        w.comp(6, 1, m).comp(6, 7, "M");
+    }
+    w.field(7, &r.birth_date);
+    w.field(8, p.sex.trim());
+    for (i, race) in r.race.iter().enumerate() {
+        let rep = u16::try_from(i + 1).unwrap_or(u16::MAX);
+        w.comps_in(10, rep, &[race.code, race.text, race.system]);
+    }
+    if let Some(a) = &p.address {
+        xad(&mut w, 11, a);
+    }
+    let mut rep = 1;
+    if let Some(phone) = &r.phone {
+        xtn_phone(&mut w, 13, rep, phone);
+        rep += 1;
+    }
+    if let Some(email) = p.email.as_deref().map(str::trim) {
+        w.comps_in(13, rep, &["", "NET", "Internet", email]);
+    }
+    if let Some(l) = &r.language {
+        coded(&mut w, 15, l);
+    }
+    if let Some(e) = &r.ethnicity {
+        coded(&mut w, 22, e);
+    }
+
+    // PD1 ---------------------------------------------------------------------------------
+    let pd1_data = r.publicity.is_some() || p.protection.is_some() || p.registry_status.is_some();
+    if profile.send_pd1 && pd1_data {
+        let dated = |d: &Option<String>| d.clone().unwrap_or_else(|| r.admin_date.clone());
+        w.segment("PD1");
+        if let Some(pc) = &r.publicity {
+            coded(&mut w, 11, pc);
+        }
+        if let Some(pi) = p.protection.as_deref().map(str::trim) {
+            w.field(12, pi).field(13, &dated(&r.protection_date));
+        }
+        if let Some(rs) = p.registry_status.as_deref().map(str::trim) {
+            w.field(16, rs).field(17, &dated(&r.registry_status_date));
+        }
+        if r.publicity.is_some() {
+            w.field(18, &dated(&r.publicity_date));
+        }
+    }
+
+    // NK1 ---------------------------------------------------------------------------------
+    if let (true, Some(party), Some(rel)) =
+        (profile.send_nk1, &rec.responsible_party, &r.relationship)
+    {
+        w.segment("NK1").field(1, "1");
+        let middle = party.middle_name.as_deref().unwrap_or("").trim();
+        w.comps(2, &[party.family_name.trim(), party.given_name.trim(), middle]).comp(2, 7, "L");
+        coded(&mut w, 3, rel);
+        if let Some(a) = &party.address {
+            xad(&mut w, 4, a);
+        }
+        if let Some(phone) = &r.responsible_phone {
+            xtn_phone(&mut w, 5, 1, phone);
+        }
+    }
+
+    // ORC ---------------------------------------------------------------------------------
+    let filler_ns = if profile.filler_namespace.is_empty() {
+        profile.sending_application.namespace.as_str()
+    } else {
+        profile.filler_namespace.as_str()
+    };
+    let refused = matches!(r.kind, DoseKind::Refused(_));
+    w.segment("ORC").field(1, "RE");
+    // IZ-45: a refusal's filler order number is 9999.
+    w.comps(3, &[if refused { "9999" } else { rec.vaccination_id.trim() }, filler_ns]);
+    if let Some(op) = &rec.ordering_provider {
+        xcn(&mut w, 12, op, profile);
+    }
+    if let Some(f) = &rec.facility {
+        w.comps(17, &[f.id.trim(), f.name.as_deref().unwrap_or("").trim(), "HL70362"]);
+    }
+
+    // RXA ---------------------------------------------------------------------------------
+    let new_dose = r.kind == DoseKind::Administered;
+    w.segment("RXA").field(1, "0").field(2, "1").field(3, &r.admin_date);
+    if profile.send_rxa4 {
+        w.field(4, &r.admin_date);
+    }
+    let (primary, alternate) = match (profile.ndc, &r.ndc) {
+        (NdcPlacement::Alternate, Some(ndc)) => (&r.cvx, Some(ndc)),
+        (NdcPlacement::Primary, Some(ndc)) => (ndc, Some(&r.cvx)),
+        _ => (&r.cvx, None),
+    };
+    coded(&mut w, 5, primary);
+    if let Some(alt) = alternate {
+        w.comp(5, 4, alt.code).comp(5, 5, alt.text).comp(5, 6, alt.system);
+    }
+    match (&r.kind, &r.dose_ml) {
+        (DoseKind::Refused(_), _) | (_, None) => {
+            w.field(6, "999");
+        }
+        (_, Some(ml)) => {
+            w.field(6, ml).comps(7, &["mL", "milliliter", "UCUM"]);
+        }
+    }
+    match r.kind {
+        DoseKind::Administered => {
+            w.comps(9, &["00", "New immunization record", "NIP001"]);
+        }
+        DoseKind::Historical(code) => {
+            let text = super::nist::display("NIP001", code).unwrap_or("");
+            w.comps(9, &[code, text, "NIP001"]);
+        }
+        DoseKind::Refused(_) => {}
+    }
+    if new_dose {
+        if let Some(v) = &rec.vaccinator {
+            xcn(&mut w, 10, v, profile);
+        }
+        if !facility_id.is_empty() {
+            w.comp(11, 4, facility_id);
+        }
+    }
+    if !refused {
+        w.field(15, rec.vaccine.lot.as_deref().unwrap_or("").trim());
+        if let Some(exp) = &r.expiration {
+            w.field(16, exp);
+        }
+        if let Some(m) = &r.mvx {
+            coded(&mut w, 17, m);
+        }
+    }
+    if let DoseKind::Refused(code) = r.kind {
+        let text = super::nist::display("NIP002", code).unwrap_or("");
+        w.comps(18, &[code, text, "NIP002"]);
+    }
+    w.field(20, if refused { "RE" } else { "CP" });
+    w.field(21, r.action);
+
+    // RXR ---------------------------------------------------------------------------------
+    if let (false, Some(route)) = (refused, r.route) {
+        w.segment("RXR").comps(1, &[route.ncit, route.text, "NCIT"]);
+        if profile.route_alternate && !route.hl70162.is_empty() {
+            w.comp(1, 4, route.hl70162).comp(1, 5, route.text).comp(1, 6, "HL70162");
+        }
+        if let Some(site) = &r.site {
+            coded(&mut w, 2, site);
+        }
+    }
+
+    // OBX groups: OBX-1 runs 1..n through the message, OBX-4 groups one observation's parts.
+    if new_dose {
+        let mut obx = Obx { set_id: 0, sub_id: 0, date: &r.admin_date };
+        if let (true, Some(f)) = (profile.send_funding_source, &r.funding) {
+            obx.next_group();
+            obx.coded(&mut w, ("30963-3", "Vaccine funding source"), f, None);
+        }
+        if let Some(e) = &r.eligibility {
+            obx.next_group();
+            let method = Coded {
+                code: "VXC40",
+                text: "Eligibility captured at the immunization level",
+                system: "CDCPHINVS",
+            };
+            obx.coded(
+                &mut w,
+                ("64994-7", "Vaccine funding program eligibility category"),
+                e,
+                Some(&method),
+            );
+        }
+        for v in &r.vis {
+            obx.next_group();
+            match v {
+                ResolvedVis::Barcode { gdti, document, presented } => {
+                    let doc = Coded { code: gdti, text: document, system: "cdcgs1vis" };
+                    obx.coded(&mut w, ("69764-9", "Document type"), &doc, None);
+                    obx.value(
+                        &mut w,
+                        "DT",
+                        ("29769-7", "Date vaccine information statement presented"),
+                        presented,
+                    );
+                }
+                ResolvedVis::VaccineType { cvx, text, published, presented } => {
+                    let vt = Coded { code: cvx, text, system: "CVX" };
+                    obx.coded(&mut w, ("30956-7", "Vaccine type"), &vt, None);
+                    obx.value(
+                        &mut w,
+                        "DT",
+                        ("29768-9", "Date vaccine information statement published"),
+                        published,
+                    );
+                    obx.value(
+                        &mut w,
+                        "DT",
+                        ("29769-7", "Date vaccine information statement presented"),
+                        presented,
+                    );
+                }
+            }
+        }
+        if let (true, Some(n)) = (profile.send_dose_number, rec.dose_number) {
+            obx.next_group();
+            obx.value(&mut w, "ST", ("30973-2", "Dose number in series"), &n.to_string());
+        }
+    }
+    w.finish()
+}
+
+/// Numbering state of the OBX segments of one order group.
+struct Obx<'d> {
+    set_id: u32,
+    sub_id: u32,
+    date: &'d str,
+}
+
+impl Obx<'_> {
+    fn next_group(&mut self) {
+        self.sub_id += 1;
+    }
+
+    fn head(&mut self, w: &mut Writer, value_type: &str, loinc: (&str, &str)) {
+        self.set_id += 1;
+        w.segment("OBX").field(1, &self.set_id.to_string()).field(2, value_type);
+        w.comps(3, &[loinc.0, loinc.1, "LN"]).field(4, &self.sub_id.to_string());
+    }
+
+    fn tail(&self, w: &mut Writer) {
+        w.field(11, "F").field(14, self.date);
+    }
+
+    fn coded(
+        &mut self,
+        w: &mut Writer,
+        loinc: (&str, &str),
+        value: &Coded<'_>,
+        method: Option<&Coded<'_>>,
+    ) {
+        self.head(w, "CE", loinc);
+        coded(w, 5, value);
+        self.tail(w);
+        if let Some(m) = method {
+            coded(w, 17, m);
+        }
+    }
+
+    fn value(&mut self, w: &mut Writer, value_type: &str, loinc: (&str, &str), value: &str) {
+        self.head(w, value_type, loinc);
+        w.field(5, value);
+        self.tail(w);
+    }
+}
+
+/// A new message control id (MSH-10): 20 characters, time-ordered, unique across processes.
+///
+/// Crockford base-32 of 48 bits of milliseconds since 1970 then 52 random bits; the 2.5.1
+/// length limit of MSH-10 is 20.
+pub fn new_control_id() -> String {
+    use ring::rand::{SecureRandom, SystemRandom};
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let millis =
+        u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0) & ((1 << 48) - 1);
+    let mut random = [0u8; 8];
+    // The system RNG does not fail on supported platforms; fall back to time-derived bits
+    // rather than panic if it ever does.
+    if SystemRandom::new().fill(&mut random).is_err() {
+        random = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0).to_le_bytes();
+    }
+    let rand_bits = u64::from_le_bytes(random) & ((1 << 52) - 1);
+    let value: u128 = (u128::from(millis) << 52) | u128::from(rand_bits);
+    (0..20).rev().map(|i| ALPHABET[((value >> (i * 5)) & 31) as usize] as char).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_ids_are_unique_ordered_and_20_chars() {
+        let a = new_control_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = new_control_id();
+        assert_eq!(a.len(), 20);
+        assert_ne!(a, b);
+        assert!(a[..10] <= b[..10], "{a} then {b}");
+    }
+}

@@ -1,0 +1,19 @@
+//! izrelay: a local-first, store-and-forward gateway from a vaccination clinic to the state
+//! Immunization Information Systems (IIS).
+//!
+//! Data flow (see `design.md`): records come from Microsoft Dataverse or a file (`record`),
+//! become CDC-conformant HL7 v2.5.1 VXU messages (`hl7`), wait in a local SQLite outbox, are
+//! forwarded to the IIS over the CDC SOAP web service, and their outcomes are written back.
+//! This crate is built issue by issue; what exists so far:
+//!
+//! - [`record`]: the canonical vaccination record (the import format).
+//! - [`hl7`]: VXU generation, record and message validation, ACK parsing.
+//! - [`demo`]: the embedded default run by `izrelay demo`.
+
+#![forbid(unsafe_code)]
+
+pub mod demo;
+pub mod hl7;
+pub mod record;
+
+pub use record::Record;

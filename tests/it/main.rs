@@ -1,0 +1,8 @@
+//! izrelay integration tests: one binary (ripgrep's layout), one module per area.
+
+mod cli;
+mod corpus;
+mod golden;
+mod hl7apy;
+mod tables;
+mod util;
