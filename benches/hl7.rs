@@ -20,7 +20,7 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("generate");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("record_to_vxu (validate + build + self-check)", |b| {
+    g.bench_function("record_to_vxu (check record + build)", |b| {
         b.iter(|| hl7::generate_vxu(black_box(&rec), &profile, "BENCH-1", now))
     });
     g.finish();

@@ -45,6 +45,7 @@ impl Writer {
     }
 
     /// Writes `value` at `pos`; empty values write nothing. Positions must increase.
+    #[inline]
     pub fn put(&mut self, pos: Pos, value: &str) -> &mut Self {
         if value.is_empty() {
             return self;
@@ -64,31 +65,62 @@ impl Writer {
             debug_assert!(false, "hl7 writer: position {pos:?} written after {:?}", self.pos);
             return self;
         };
-        push_n(&mut self.out, d.field, fields);
-        push_n(&mut self.out, d.repetition, reps);
-        push_n(&mut self.out, d.component, comps);
-        push_n(&mut self.out, d.subcomponent, subs);
+        if fields + reps + comps + subs == 1 {
+            // The common case: one separator.
+            let b = if fields == 1 {
+                d.field
+            } else if reps == 1 {
+                d.repetition
+            } else if comps == 1 {
+                d.component
+            } else {
+                d.subcomponent
+            };
+            self.out.push(char::from(b));
+        } else {
+            push_n(&mut self.out, d.field, fields);
+            push_n(&mut self.out, d.repetition, reps);
+            push_n(&mut self.out, d.component, comps);
+            push_n(&mut self.out, d.subcomponent, subs);
+        }
         escape_into(&mut self.out, value, &d);
         self.pos = pos;
         self
     }
 
+    /// Writes a small unsigned number at field `f` without allocating.
+    #[inline]
+    pub fn number(&mut self, f: u16, n: u32) -> &mut Self {
+        const SMALL: [&str; 21] = [
+            "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
+            "16", "17", "18", "19", "20",
+        ];
+        match SMALL.get(n as usize) {
+            Some(s) => self.field(f, s),
+            None => self.field(f, &n.to_string()),
+        }
+    }
+
     /// Writes `value` as field `f` (first repetition, first component).
+    #[inline]
     pub fn field(&mut self, f: u16, value: &str) -> &mut Self {
         self.put((f, 1, 1, 1), value)
     }
 
     /// Writes component `c` of field `f`.
+    #[inline]
     pub fn comp(&mut self, f: u16, c: u16, value: &str) -> &mut Self {
         self.put((f, 1, c, 1), value)
     }
 
     /// Writes the components of field `f` starting at component 1; empty ones are skipped.
+    #[inline]
     pub fn comps(&mut self, f: u16, values: &[&str]) -> &mut Self {
         self.comps_in(f, 1, values)
     }
 
     /// Writes the components of repetition `r` of field `f` starting at component 1.
+    #[inline]
     pub fn comps_in(&mut self, f: u16, r: u16, values: &[&str]) -> &mut Self {
         for (i, v) in values.iter().enumerate() {
             let c = u16::try_from(i + 1).unwrap_or(u16::MAX);
@@ -98,6 +130,7 @@ impl Writer {
     }
 
     /// Writes the sub-components of component `c` of field `f`.
+    #[inline]
     pub fn subs(&mut self, f: u16, c: u16, values: &[&str]) -> &mut Self {
         for (i, v) in values.iter().enumerate() {
             let s = u16::try_from(i + 1).unwrap_or(u16::MAX);
@@ -121,9 +154,23 @@ impl Default for Writer {
     }
 }
 
+#[inline(always)]
 fn push_n(out: &mut String, b: u8, n: u16) {
-    for _ in 0..n {
-        out.push(b as char);
+    /// Runs of each CDC delimiter, so a gap of empty positions is one `push_str`.
+    const RUNS: [(u8, &str); 4] = [
+        (b'|', "||||||||||||||||||||||||||||||||"),
+        (b'^', "^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^"),
+        (b'~', "~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~"),
+        (b'&', "&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&"),
+    ];
+    let n = usize::from(n);
+    match n {
+        0 => {}
+        1 => out.push(char::from(b)),
+        _ => match RUNS.iter().find(|(c, run)| *c == b && n <= run.len()) {
+            Some((_, run)) => out.push_str(&run[..n]),
+            None => (0..n).for_each(|_| out.push(char::from(b))),
+        },
     }
 }
 

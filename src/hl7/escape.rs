@@ -27,7 +27,7 @@ pub struct Delimiters {
 impl Default for Delimiters {
     /// The delimiters the CDC guide mandates: `|^~\&` (IZ-12, IZ-13).
     fn default() -> Self {
-        Self { field: b'|', component: b'^', repetition: b'~', escape: b'\\', subcomponent: b'&' }
+        DEFAULT
     }
 }
 
@@ -45,17 +45,92 @@ impl Delimiters {
     }
 }
 
+/// The CDC delimiters, as a constant for the fast path.
+const DEFAULT: Delimiters = Delimiters {
+    field: b'|',
+    component: b'^',
+    repetition: b'~',
+    escape: b'\\',
+    subcomponent: b'&',
+};
+
+/// Bytes that need escaping under the CDC delimiters: a lookup instead of seven comparisons.
+static DEFAULT_SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let specials = [b'|', b'^', b'~', b'\\', b'&', b'\r', b'\n'];
+    let mut i = 0;
+    while i < specials.len() {
+        t[specials[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
 /// Appends `value` to `out`, escaping every delimiter and line break.
+#[inline]
 pub fn escape_into(out: &mut String, value: &str, d: &Delimiters) {
+    // Decide the byte test once per value, not once per byte.
+    if *d == DEFAULT {
+        escape_with(out, value, d, |b| DEFAULT_SPECIAL[usize::from(b)]);
+    } else {
+        escape_with(out, value, d, |b| d.is_special(b));
+    }
+}
+
+/// The index of the first byte of `bytes` that needs escaping under the CDC delimiters.
+///
+/// Eight bytes at a time (SWAR): a word holds a special byte when `word ^ splat(s)` has a zero
+/// byte for some special `s`. Most values hold none, so this is the whole cost of escaping them.
+#[inline]
+fn find_default_special(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    #[inline(always)]
+    fn has_byte(word: u64, b: u8) -> bool {
+        let v = word ^ (ONES * u64::from(b));
+        (v.wrapping_sub(ONES) & !v & HIGHS) != 0
+    }
+    if bytes.len() < 16 {
+        return bytes.iter().position(|&b| DEFAULT_SPECIAL[usize::from(b)]);
+    }
+    let mut i = 0;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut buf = [0u8; 8];
+        buf.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(buf);
+        let hit = has_byte(w, b'|')
+            || has_byte(w, b'^')
+            || has_byte(w, b'~')
+            || has_byte(w, b'\\')
+            || has_byte(w, b'&')
+            || has_byte(w, b'\r')
+            || has_byte(w, b'\n');
+        if hit {
+            break;
+        }
+        i += 8;
+    }
+    bytes[i..].iter().position(|&b| DEFAULT_SPECIAL[usize::from(b)]).map(|n| i + n)
+}
+
+#[inline(always)]
+fn escape_with(out: &mut String, value: &str, d: &Delimiters, special: impl Fn(u8) -> bool) {
     let bytes = value.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if !d.is_special(b) {
-            continue;
+    let find = |from: usize| {
+        if *d == DEFAULT {
+            find_default_special(&bytes[from..])
+        } else {
+            bytes[from..].iter().position(|&b| special(b))
         }
+    };
+    while let Some(n) = find(start) {
+        let i = start + n;
+        let b = bytes[i];
         // Delimiters are ASCII, so `i` is always a char boundary.
         out.push_str(&value[start..i]);
-        let esc = d.escape as char;
+        let esc = char::from(d.escape);
         out.push(esc);
         match b {
             b'\r' => out.push_str("X0D"),
@@ -74,7 +149,12 @@ pub fn escape_into(out: &mut String, value: &str, d: &Delimiters) {
 
 /// Returns `value` escaped for HL7 (see [`escape_into`]).
 pub fn escape<'a>(value: &'a str, d: &Delimiters) -> Cow<'a, str> {
-    if !value.bytes().any(|b| d.is_special(b)) {
+    let needs = if *d == DEFAULT {
+        value.bytes().any(|b| DEFAULT_SPECIAL[usize::from(b)])
+    } else {
+        value.bytes().any(|b| d.is_special(b))
+    };
+    if !needs {
         return Cow::Borrowed(value);
     }
     let mut out = String::with_capacity(value.len() + 8);

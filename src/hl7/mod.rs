@@ -23,7 +23,7 @@ mod vxu;
 pub use ack::{Ack, AckCode, AckError, AckParseError, ErrorSeverity, Outcome, parse_ack};
 pub use conformance::{Finding, Severity, validate_message};
 pub use encode::Writer;
-pub use escape::{Delimiters, escape, unescape};
+pub use escape::{Delimiters, escape, escape_into, unescape};
 pub use message_profile::{Hd, LocalCode, MessageProfile, NdcPlacement, ProcessingId, VisMethod};
 pub use parse::{Field, Message, ParseError, Rep, Segment};
 pub use validate::Violation;

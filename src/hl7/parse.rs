@@ -71,13 +71,9 @@ impl<'a> Message<'a> {
     /// [`ParseError`] when the text is empty, does not start with MSH, has unusable delimiters
     /// or holds a line that is not a segment.
     pub fn parse(text: &'a str) -> Result<Self, ParseError> {
-        // Skip a UTF-8 byte-order mark and leading blank lines.
+        // Skip a UTF-8 byte-order mark.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let mut lines = text
-            .split(['\r', '\n'])
-            .enumerate()
-            .map(|(i, l)| (i + 1, l.trim_end_matches([' ', '\t'])))
-            .filter(|(_, l)| !l.trim().is_empty());
+        let mut lines = Lines { text, pos: 0, line: 0 };
         let Some((first_line, msh)) = lines.next() else {
             return Err(ParseError::Empty);
         };
@@ -86,29 +82,26 @@ impl<'a> Message<'a> {
         }
         let delims = read_delimiters(msh)
             .ok_or_else(|| ParseError::BadDelimiters { line: first_line, found: preview(msh) })?;
+        let sep = delims.field;
 
-        let mut fields = Vec::with_capacity(text.len() / 6);
-        let mut segments = Vec::with_capacity(text.len() / 60);
-        // MSH: id, MSH-1 (the separator itself), MSH-2 (encoding characters), then the rest.
-        let start = fields.len();
+        let mut fields = Vec::with_capacity(text.len() / 5);
+        let mut segments = Vec::with_capacity(text.len() / 48);
+        // MSH: id, MSH-1 (the separator itself), then MSH-2 (encoding characters) onwards.
         fields.push(&msh[..3]);
         fields.push(&msh[3..4]);
-        let after = &msh[4..];
-        let mut rest = after.split(delims.field as char);
-        fields.push(rest.next().unwrap_or(""));
-        fields.extend(rest);
-        segments.push(span(start, fields.len(), first_line));
+        split_fields(&msh[4..], sep, &mut fields);
+        segments.push(span(0, fields.len(), first_line));
 
         for (line, seg) in lines {
             let bytes = seg.as_bytes();
             let id_ok = bytes.len() >= 3
                 && bytes[..3].iter().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-                && (bytes.len() == 3 || bytes[3] == delims.field);
+                && (bytes.len() == 3 || bytes[3] == sep);
             if !id_ok {
                 return Err(ParseError::BadSegment { line, found: preview(seg) });
             }
             let start = fields.len();
-            fields.extend(seg.split(delims.field as char));
+            split_fields(seg, sep, &mut fields);
             segments.push(span(start, fields.len(), line));
         }
         Ok(Self { delims, fields, segments })
@@ -146,6 +139,53 @@ impl<'a> Message<'a> {
             delims: &self.delims,
             line: s.line as usize,
         }
+    }
+}
+
+/// Splits `s` on the ASCII byte `sep` into `out` (one byte scan, no allocation per field).
+fn split_fields<'a>(s: &'a str, sep: u8, out: &mut Vec<&'a str>) {
+    let mut from = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        if b == sep {
+            // `sep` is ASCII, so `from..i` are char boundaries.
+            out.push(&s[from..i]);
+            from = i + 1;
+        }
+    }
+    out.push(&s[from..]);
+}
+
+/// Non-blank lines split on CR, LF or CRLF, with trailing blanks trimmed and 1-based numbers.
+struct Lines<'a> {
+    text: &'a str,
+    pos: usize,
+    line: usize,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = (usize, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let bytes = self.text.as_bytes();
+        while self.pos < bytes.len() {
+            let start = self.pos;
+            let end = bytes[start..]
+                .iter()
+                .position(|&b| b == b'\r' || b == b'\n')
+                .map_or(bytes.len(), |n| start + n);
+            // CRLF counts as one line break.
+            self.pos = if bytes.get(end) == Some(&b'\r') && bytes.get(end + 1) == Some(&b'\n') {
+                end + 2
+            } else {
+                end + 1
+            };
+            self.line += 1;
+            let line = self.text[start..end].trim_end_matches([' ', '\t']);
+            if !line.trim_start().is_empty() {
+                return Some((self.line, line));
+            }
+        }
+        None
     }
 }
 

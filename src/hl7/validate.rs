@@ -122,9 +122,9 @@ impl Check<'_> {
 
     /// A `YYYY-MM-DD` date, returned as `YYYYMMDD`.
     fn date(&mut self, field: &str, value: &str) -> Option<NaiveDate> {
-        match NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d") {
-            Ok(d) => Some(d),
-            Err(_) => {
+        match ymd(value.trim()) {
+            Some(d) => Some(d),
+            None => {
                 self.fail(field, format!("{value:?} is not a date (expected YYYY-MM-DD)"));
                 None
             }
@@ -151,13 +151,40 @@ impl Check<'_> {
     }
 }
 
+/// Parses a `YYYY-MM-DD` date (a hand parser: chrono's format strings cost more than the rest
+/// of the record check).
+fn ymd(s: &str) -> Option<NaiveDate> {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        b.get(r)?
+            .iter()
+            .try_fold(0u32, |acc, &d| d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0')))
+    };
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let year = i32::try_from(digits(0..4)?).ok()?;
+    NaiveDate::from_ymd_opt(year, digits(5..7)?, digits(8..10)?)
+}
+
+/// Formats a date as `YYYYMMDD` (without the formatting machinery: this runs per record).
+fn compact(d: NaiveDate) -> String {
+    use chrono::Datelike;
+    let mut out = String::with_capacity(8);
+    let year = u32::try_from(d.year()).unwrap_or(0);
+    for (value, width) in [(year, 4), (d.month(), 2), (d.day(), 2)] {
+        for p in (0..width).rev() {
+            let digit = (value / 10u32.pow(p)) % 10;
+            out.push(char::from(b'0' + u8::try_from(digit).unwrap_or(0)));
+        }
+    }
+    out
+}
+
 /// Parses `administered_at`: RFC 3339 (the clinic's local date is kept) or `YYYY-MM-DD`.
 fn admin_date(value: &str) -> Option<NaiveDate> {
     let v = value.trim();
-    DateTime::parse_from_rfc3339(v)
-        .map(|t| t.date_naive())
-        .ok()
-        .or_else(|| NaiveDate::parse_from_str(v, "%Y-%m-%d").ok())
+    DateTime::parse_from_rfc3339(v).map(|t| t.date_naive()).ok().or_else(|| ymd(v))
 }
 
 /// US phone: 10 digits (a leading country code 1 is dropped); returns (area, local).
@@ -303,9 +330,8 @@ pub(crate) fn resolve<'a>(
     if let Some(v) = &p.registry_status {
         c.coded("patient.registry_status", v, "HL70441_IZ", "registry status");
     }
-    let mut opt_date = |field: &str, v: &Option<String>| {
-        v.as_deref().and_then(|d| c.date(field, d)).map(|d| d.format("%Y%m%d").to_string())
-    };
+    let mut opt_date =
+        |field: &str, v: &Option<String>| v.as_deref().and_then(|d| c.date(field, d)).map(compact);
     let publicity_date = opt_date("patient.publicity_date", &p.publicity_date);
     let protection_date = opt_date("patient.protection_date", &p.protection_date);
     let registry_status_date = opt_date("patient.registry_status_date", &p.registry_status_date);
@@ -450,11 +476,11 @@ pub(crate) fn resolve<'a>(
     }
     let expiration = v.expiration_date.as_deref().and_then(|e| {
         let e = e.trim();
-        if let Ok(d) = NaiveDate::parse_from_str(e, "%Y-%m-%d") {
-            return Some(d.format("%Y%m%d").to_string());
+        if let Some(d) = ymd(e) {
+            return Some(compact(d));
         }
-        if let Ok(d) = NaiveDate::parse_from_str(&format!("{e}-01"), "%Y-%m-%d") {
-            return Some(d.format("%Y%m").to_string());
+        if let Some(d) = e.get(..7).filter(|_| e.len() == 7).and_then(|m| ymd(&format!("{m}-01"))) {
+            return Some(compact(d)[..6].to_owned());
         }
         c.fail("vaccine.expiration_date", format!("{e:?} is not a date (YYYY-MM-DD or YYYY-MM)"));
         None
@@ -535,8 +561,8 @@ pub(crate) fn resolve<'a>(
         (true, Some(admin), Some(birth), Some(cvx)) => Ok(Resolved {
             rec,
             kind,
-            admin_date: admin.format("%Y%m%d").to_string(),
-            birth_date: birth.format("%Y%m%d").to_string(),
+            admin_date: compact(admin),
+            birth_date: compact(birth),
             cvx,
             ndc,
             mvx,
@@ -709,7 +735,7 @@ fn resolve_vis<'a>(
             }
         };
         let published = v.published.as_deref().and_then(|p| c.date(&field("published"), p));
-        let Some(presented) = presented.map(|d| d.format("%Y%m%d").to_string()) else { continue };
+        let Some(presented) = presented.map(compact) else { continue };
         let barcode = v.document.as_deref().map(str::trim);
         if let Some(g) = barcode {
             let shape = g.len() == 24
@@ -746,9 +772,8 @@ fn resolve_vis<'a>(
             },
             None => cvx,
         };
-        let published = published
-            .map(|d| d.format("%Y%m%d").to_string())
-            .or_else(|| known.map(|k| k.edition.replace('-', "")));
+        let published =
+            published.map(compact).or_else(|| known.map(|k| k.edition.replace('-', "")));
         match (vt_coded, published) {
             (Some(t), Some(published)) => out.push(ResolvedVis::VaccineType {
                 cvx: t.code,

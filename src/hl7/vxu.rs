@@ -11,7 +11,6 @@ use chrono::{DateTime, FixedOffset};
 use super::encode::Writer;
 use super::message_profile::{Hd, MessageProfile, NdcPlacement};
 use super::validate::{Coded, DoseKind, Resolved, ResolvedVis, Violation, resolve};
-use super::{Severity, validate_message};
 use crate::record::{Address, Clinician, Record};
 
 /// A record that cannot become a valid VXU, with every reason.
@@ -30,6 +29,13 @@ fn summary(v: &[Violation]) -> String {
 
 /// Builds the VXU for `rec` with control id `control_id` (MSH-10) and time `now` (MSH-7).
 ///
+/// The record is checked first (every violation at once). The builder's output is not
+/// re-validated here, to keep generation cheap on a backlog: the golden tests and the
+/// property tests in `tests/it` run every generated message through [`validate_message`]
+/// and require zero errors.
+///
+/// [`validate_message`]: super::validate_message
+///
 /// # Errors
 /// [`Invalid`] listing every problem when the record cannot become a conformant VXU.
 pub fn generate_vxu(
@@ -38,38 +44,71 @@ pub fn generate_vxu(
     control_id: &str,
     now: DateTime<FixedOffset>,
 ) -> Result<String, Invalid> {
-    let invalid = |violations| Invalid { record_id: rec.vaccination_id.clone(), violations };
-    let r = resolve(rec, profile, now.date_naive()).map_err(invalid)?;
-    let message = encode(&r, profile, control_id, now);
-    // The safety net: our own output must pass our own Z22 checks.
-    let errors: Vec<Violation> = validate_message(&message)
-        .into_iter()
-        .filter(|f| f.severity == Severity::Error)
-        .map(|f| Violation {
-            record_id: rec.vaccination_id.clone(),
-            field: format!("message {}", f.location),
-            rule: f.message,
-        })
-        .collect();
-    if errors.is_empty() { Ok(message) } else { Err(invalid(errors)) }
+    let r = resolve(rec, profile, now.date_naive())
+        .map_err(|violations| Invalid { record_id: rec.vaccination_id.clone(), violations })?;
+    Ok(encode(&r, profile, control_id, now))
+}
+
+/// Formats `t` as TS_Z, `YYYYMMDDHHMMSS±ZZZZ`, without chrono's format-string machinery.
+fn ts_z(t: &DateTime<FixedOffset>) -> String {
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write;
+    let offset = t.offset().local_minus_utc() / 60;
+    let sign = if offset < 0 { '-' } else { '+' };
+    let mut out = String::with_capacity(19);
+    let _ = write!(
+        out,
+        "{:04}{:02}{:02}{:02}{:02}{:02}{sign}{:02}{:02}",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        offset.abs() / 60,
+        offset.abs() % 60
+    );
+    out
+}
+
+/// A borrowed hierarchic designator: namespace id and ISO OID.
+#[derive(Clone, Copy)]
+struct HdRef<'a> {
+    namespace: &'a str,
+    oid: &'a str,
+}
+
+impl<'a> From<&'a Hd> for HdRef<'a> {
+    fn from(hd: &'a Hd) -> Self {
+        Self { namespace: &hd.namespace, oid: &hd.oid }
+    }
+}
+
+impl<'a> HdRef<'a> {
+    /// An HD from a record value: an OID goes to HD.2 (with `ISO`), anything else to HD.1.
+    fn from_value(value: &'a str) -> Self {
+        let is_oid = value.contains('.') && value.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        if is_oid { Self { namespace: "", oid: value } } else { Self { namespace: value, oid: "" } }
+    }
+
+    fn iso(&self) -> &'static str {
+        if self.oid.is_empty() { "" } else { "ISO" }
+    }
 }
 
 /// Writes an HD into component `c` of field `f` as sub-components (`NS&OID&ISO`).
-fn hd_in_component(w: &mut Writer, f: u16, c: u16, hd: &Hd) {
-    let iso = if hd.oid.is_empty() { "" } else { "ISO" };
-    w.subs(f, c, &[&hd.namespace, &hd.oid, iso]);
+fn hd_in_component(w: &mut Writer, f: u16, c: u16, hd: HdRef<'_>) {
+    w.subs(f, c, &[hd.namespace, hd.oid, hd.iso()]);
 }
 
 /// Writes an HD as a whole field (`NS^OID^ISO`).
-fn hd_field(w: &mut Writer, f: u16, hd: &Hd) {
-    let iso = if hd.oid.is_empty() { "" } else { "ISO" };
-    w.comps(f, &[&hd.namespace, &hd.oid, iso]);
+fn hd_field(w: &mut Writer, f: u16, hd: HdRef<'_>) {
+    w.comps(f, &[hd.namespace, hd.oid, hd.iso()]);
 }
 
-/// An HD from a record value: an OID goes to HD.2 with `ISO`, anything else to HD.1.
-fn hd_from(value: &str) -> Hd {
-    let is_oid = value.contains('.') && value.bytes().all(|b| b.is_ascii_digit() || b == b'.');
-    if is_oid { Hd { namespace: String::new(), oid: value.to_owned() } } else { Hd::named(value) }
+/// Trimmed text of an optional record value.
+fn opt(v: &Option<String>) -> &str {
+    v.as_deref().map_or("", str::trim)
 }
 
 fn coded(w: &mut Writer, f: u16, c: &Coded<'_>) {
@@ -91,14 +130,13 @@ fn xtn_phone(w: &mut Writer, f: u16, rep: u16, phone: &(String, String)) {
 
 /// XCN: id, family, given, assigning authority + id type when an id is sent, credential.
 fn xcn(w: &mut Writer, f: u16, who: &Clinician, profile: &MessageProfile) {
-    let t = |v: &Option<String>| v.as_deref().map_or("", str::trim).to_owned();
-    let id = t(&who.id);
-    w.comps(f, &[&id, &t(&who.family_name), &t(&who.given_name)]);
+    let id = opt(&who.id);
+    w.comps(f, &[id, opt(&who.family_name), opt(&who.given_name)]);
     if !id.is_empty() {
         // A 10-digit id is an NPI (assigned by CMS); anything else is a local provider number.
         let npi = id.len() == 10 && id.bytes().all(|b| b.is_ascii_digit());
-        let authority = if npi { Hd::named("CMS") } else { profile.provider_id_authority.clone() };
-        hd_in_component(w, f, 9, &authority);
+        let cms = HdRef { namespace: "CMS", oid: "" };
+        hd_in_component(w, f, 9, if npi { cms } else { (&profile.provider_id_authority).into() });
     }
     if who.family_name.is_some() || who.given_name.is_some() {
         w.comp(f, 10, "L");
@@ -122,16 +160,16 @@ fn encode(
 
     // MSH ---------------------------------------------------------------------------------
     let sending_facility = if profile.sending_facility.is_empty() {
-        Hd::named(facility_id)
+        HdRef { namespace: facility_id, oid: "" }
     } else {
-        profile.sending_facility.clone()
+        (&profile.sending_facility).into()
     };
     w.segment("MSH");
-    hd_field(&mut w, 3, &profile.sending_application);
-    hd_field(&mut w, 4, &sending_facility);
-    hd_field(&mut w, 5, &profile.receiving_application);
-    hd_field(&mut w, 6, &profile.receiving_facility);
-    w.field(7, &now.format("%Y%m%d%H%M%S%z").to_string());
+    hd_field(&mut w, 3, (&profile.sending_application).into());
+    hd_field(&mut w, 4, sending_facility);
+    hd_field(&mut w, 5, (&profile.receiving_application).into());
+    hd_field(&mut w, 6, (&profile.receiving_facility).into());
+    w.field(7, &ts_z(&now));
     w.comps(9, &["VXU", "V04", "VXU_V04"]);
     w.field(10, control_id);
     w.field(11, profile.processing_id.code());
@@ -139,18 +177,20 @@ fn encode(
     w.field(15, "ER").field(16, "AL");
     w.comps(21, &["Z22", "CDCPHINVS"]);
     if profile.send_responsible_organizations {
-        let or = |s: &str, hd: &Hd| if s.is_empty() { hd.namespace.clone() } else { s.to_owned() };
-        w.field(22, &or(&profile.sending_organization, &sending_facility));
-        w.field(23, &or(&profile.receiving_organization, &profile.receiving_facility));
+        let (org22, org23) = (&profile.sending_organization, &profile.receiving_organization);
+        w.field(22, if org22.is_empty() { sending_facility.namespace } else { org22 });
+        w.field(23, if org23.is_empty() { &profile.receiving_facility.namespace } else { org23 });
     }
 
     // PID ---------------------------------------------------------------------------------
     let p = &rec.patient;
     w.segment("PID").field(1, "1");
     w.field(3, p.id.trim());
-    let authority =
-        p.id_authority.as_deref().map_or_else(|| profile.patient_id_authority.clone(), hd_from);
-    hd_in_component(&mut w, 3, 4, &authority);
+    let authority = p
+        .id_authority
+        .as_deref()
+        .map_or_else(|| (&profile.patient_id_authority).into(), |a| HdRef::from_value(a.trim()));
+    hd_in_component(&mut w, 3, 4, authority);
     w.comp(3, 5, "MR");
     let middle = p.middle_name.as_deref().unwrap_or("").trim();
     let suffix = p.suffix.as_deref().unwrap_or("").trim();
@@ -376,8 +416,8 @@ impl Obx<'_> {
 
     fn head(&mut self, w: &mut Writer, value_type: &str, loinc: (&str, &str)) {
         self.set_id += 1;
-        w.segment("OBX").field(1, &self.set_id.to_string()).field(2, value_type);
-        w.comps(3, &[loinc.0, loinc.1, "LN"]).field(4, &self.sub_id.to_string());
+        w.segment("OBX").number(1, self.set_id).field(2, value_type);
+        w.comps(3, &[loinc.0, loinc.1, "LN"]).number(4, self.sub_id);
     }
 
     fn tail(&self, w: &mut Writer) {

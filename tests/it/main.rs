@@ -4,5 +4,6 @@ mod cli;
 mod corpus;
 mod golden;
 mod hl7apy;
+mod props;
 mod tables;
 mod util;
