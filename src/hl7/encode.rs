@@ -7,7 +7,7 @@
 //! the CDC guide's encoding rules require. Every value goes through
 //! [`escape_into`](super::escape::escape_into), so data can never add structure.
 
-use super::escape::{Delimiters, escape_into};
+use super::escape::{Delimiters, escape_default_into};
 
 /// Builds a message of CR-terminated segments.
 #[derive(Debug)]
@@ -83,7 +83,8 @@ impl Writer {
             push_n(&mut self.out, d.component, comps);
             push_n(&mut self.out, d.subcomponent, subs);
         }
-        escape_into(&mut self.out, value, &d);
+        // The writer always uses the CDC delimiters (IZ-12, IZ-13).
+        escape_default_into(&mut self.out, value);
         self.pos = pos;
         self
     }

@@ -114,12 +114,19 @@ fn find_default_special(bytes: &[u8]) -> Option<usize> {
     bytes[i..].iter().position(|&b| DEFAULT_SPECIAL[usize::from(b)]).map(|n| i + n)
 }
 
+/// [`escape_into`] for the CDC delimiters `|^~\\&`, without comparing delimiters per call.
+#[inline]
+pub(crate) fn escape_default_into(out: &mut String, value: &str) {
+    escape_with(out, value, &DEFAULT, |b| DEFAULT_SPECIAL[usize::from(b)]);
+}
+
 #[inline(always)]
 fn escape_with(out: &mut String, value: &str, d: &Delimiters, special: impl Fn(u8) -> bool) {
     let bytes = value.as_bytes();
     let mut start = 0;
+    let default = *d == DEFAULT;
     let find = |from: usize| {
-        if *d == DEFAULT {
+        if default {
             find_default_special(&bytes[from..])
         } else {
             bytes[from..].iter().position(|&b| special(b))

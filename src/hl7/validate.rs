@@ -111,6 +111,33 @@ impl Check<'_> {
         }
     }
 
+    /// [`Check::max_len`] with the field name built only on failure.
+    fn max_len_at(&mut self, field: impl FnOnce() -> String, value: &str, max: usize) {
+        if value.len() > max {
+            self.max_len(&field(), value, max);
+        }
+    }
+
+    /// [`Check::date`] with the field name built only on failure.
+    fn date_at(&mut self, field: impl FnOnce() -> String, value: &str) -> Option<NaiveDate> {
+        ymd(value.trim()).or_else(|| self.date(&field(), value))
+    }
+
+    /// [`Check::coded`] with the field name built only on failure.
+    fn coded_at<'v>(
+        &mut self,
+        field: impl FnOnce() -> String,
+        code: &'v str,
+        set: &str,
+        what: &str,
+    ) -> Option<Coded<'v>> {
+        let code = code.trim();
+        match nist::value_set(set)?.codes.iter().find(|c| c.0 == code) {
+            Some(c) => Some(Coded { code, text: c.1, system: c.2 }),
+            None => self.coded(&field(), code, set, what),
+        }
+    }
+
     /// A required, non-blank text.
     fn required(&mut self, field: &str, value: &str) -> bool {
         if value.trim().is_empty() {
@@ -287,7 +314,7 @@ pub(crate) fn resolve<'a>(
         .iter()
         .enumerate()
         .filter_map(|(i, r)| {
-            c.coded(&format!("patient.race[{i}]"), r, "CDCREC_R_IZ", "CDCREC race")
+            c.coded_at(|| format!("patient.race[{i}]"), r, "CDCREC_R_IZ", "CDCREC race")
         })
         .collect();
     let ethnicity = p
@@ -379,7 +406,7 @@ pub(crate) fn resolve<'a>(
     {
         if let Some(w) = who {
             if let Some(id) = &w.id {
-                c.max_len(&format!("{field}.id"), id, 15);
+                c.max_len_at(|| format!("{field}.id"), id, 15);
             }
             let named = w.family_name.as_deref().is_some_and(|s| !s.trim().is_empty())
                 || w.given_name.as_deref().is_some_and(|s| !s.trim().is_empty());
@@ -701,7 +728,7 @@ fn check_address(c: &mut Check<'_>, field: &str, a: &Address) {
         [("street", &a.street, 120), ("other", &a.other, 120), ("city", &a.city, 50)]
     {
         if let Some(v) = value {
-            c.max_len(&format!("{field}.{name}"), v, max);
+            c.max_len_at(|| format!("{field}.{name}"), v, max);
         }
     }
     if let Some(k) = &a.county {
@@ -728,13 +755,13 @@ fn resolve_vis<'a>(
     for (i, v) in rec.vis.iter().enumerate() {
         let field = |name: &str| format!("vis[{i}].{name}");
         let presented = match v.presented.as_deref() {
-            Some(p) => c.date(&field("presented"), p),
+            Some(p) => c.date_at(|| field("presented"), p),
             None => {
                 c.fail(field("presented"), "is required (29769-7, the date the VIS was given)");
                 None
             }
         };
-        let published = v.published.as_deref().and_then(|p| c.date(&field("published"), p));
+        let published = v.published.as_deref().and_then(|p| c.date_at(|| field("published"), p));
         let Some(presented) = presented.map(compact) else { continue };
         let barcode = v.document.as_deref().map(str::trim);
         if let Some(g) = barcode {
