@@ -14,6 +14,8 @@
 
 pub mod demo;
 pub mod hl7;
+pub mod pull;
 pub mod record;
+pub mod store;
 
 pub use record::Record;

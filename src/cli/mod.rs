@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod hl7;
+mod store;
 
 /// izrelay: reports a clinic's vaccinations to the state immunization registries (IIS) as
 /// HL7 v2.5.1 VXU messages, store-and-forward.
@@ -20,6 +21,9 @@ pub struct Cli {
     /// Only errors in the log.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Where the database and key live (default: the platform's data directory).
+    #[arg(long, global = true, env = "IZRELAY_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,6 +35,18 @@ enum Command {
     /// HL7 tools: generate a VXU, validate messages, parse an ACK (no database).
     #[command(subcommand)]
     Hl7(hl7::Command),
+    /// Read records (JSON array or NDJSON) into the outbox.
+    Import(store::ImportArgs),
+    /// Every message for a vaccination, with attempts and responses.
+    History(store::HistoryArgs),
+    /// Notification log rows, newest first, filtered.
+    Log(store::LogArgs),
+    /// One message segment by segment with field names, and its ACK explained.
+    Show(store::ShowArgs),
+    /// Per provider: counts by state, oldest queued, last accepted, paused.
+    Status(store::StatusArgs),
+    /// Generate a new message for a stored record (after fixing it).
+    Regenerate(store::RegenerateArgs),
 }
 
 /// Runs the parsed command line.
@@ -41,6 +57,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Hl7(cmd) => hl7::run(cmd),
+        Command::Import(args) => store::import(&data_dir(cli.data_dir)?, &args),
+        Command::History(args) => store::history(&data_dir(cli.data_dir)?, &args),
+        Command::Log(args) => store::log(&data_dir(cli.data_dir)?, &args),
+        Command::Show(args) => store::show(&data_dir(cli.data_dir)?, &args),
+        Command::Status(args) => store::status(&data_dir(cli.data_dir)?, &args),
+        Command::Regenerate(args) => store::regenerate(&data_dir(cli.data_dir)?, &args),
+    }
+}
+
+/// The data directory: `--data-dir` / `IZRELAY_DATA_DIR`, else the platform's data dir.
+fn data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(d) => Ok(d),
+        None => directories::ProjectDirs::from("org", "izrelay", "izrelay")
+            .map(|p| p.data_dir().to_path_buf())
+            .context("no home directory to put the data in: pass --data-dir"),
     }
 }
 

@@ -5,5 +5,6 @@ mod corpus;
 mod golden;
 mod hl7apy;
 mod props;
+mod store;
 mod tables;
 mod util;

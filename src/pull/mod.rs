@@ -1,0 +1,3 @@
+//! Getting records in: the offline file import (and, with the Dataverse issue, the Web API pull).
+
+pub mod import;

@@ -1,0 +1,215 @@
+//! The local store: one SQLite file holds every record, message, attempt and response.
+//!
+//! [`Store::open`] creates the file 0600, turns on WAL with `synchronous=FULL` (an acknowledged
+//! state change survives power loss), foreign keys and a busy timeout, and upgrades an older
+//! schema in one transaction; a database newer than this binary is refused. One `Store` is one
+//! writer connection; writers use `BEGIN IMMEDIATE` so two processes never deadlock on upgrade
+//! from a read lock. Submodules: `outbox` (the state machine), `audit` (the queries staff run).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+pub mod audit;
+pub mod outbox;
+pub mod records;
+mod schema;
+
+pub use schema::END_VERSION;
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// SQLite failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The file could not be created or its mode set.
+    #[error("cannot create {path}: {source}")]
+    Create {
+        /// The database path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The database was written by a newer izrelay.
+    #[error(
+        "{path} has schema version {found}, newer than this izrelay understands ({END_VERSION}); \
+         upgrade izrelay, or point --data-dir at another directory"
+    )]
+    TooNew {
+        /// The database path.
+        path: PathBuf,
+        /// Its `user_version`.
+        found: u32,
+    },
+    /// A stored record or value could not be read back.
+    #[error("stored data is damaged: {0}")]
+    Corrupt(String),
+    /// No such row.
+    #[error("{0} not found")]
+    NotFound(String),
+}
+
+/// The store's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The database.
+#[derive(Debug)]
+pub struct Store {
+    pub(crate) conn: Connection,
+    path: PathBuf,
+}
+
+/// How long a writer waits for another process's lock before failing.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Store {
+    /// Opens (creating 0600 if needed) and upgrades the database at `path`.
+    ///
+    /// # Errors
+    /// [`Error::TooNew`] for a database from a newer izrelay; I/O and SQLite errors otherwise.
+    pub fn open(path: &Path) -> Result<Self> {
+        create_private(path)?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        Self::setup(conn, path.to_path_buf())
+    }
+
+    /// An in-memory database (tests, `hl7` tools).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn open_in_memory() -> Result<Self> {
+        Self::setup(Connection::open_in_memory()?, PathBuf::from(":memory:"))
+    }
+
+    fn setup(mut conn: Connection, path: PathBuf) -> Result<Self> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Keep the WAL bounded: checkpoint at ~4 MiB and truncate it back afterwards.
+        conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > END_VERSION {
+            return Err(Error::TooNew { path, found: version });
+        }
+        if version < END_VERSION {
+            schema::upgrade_from(&tx, version)?;
+            tx.pragma_update(None, "user_version", END_VERSION)?;
+        }
+        tx.commit()?;
+        Ok(Self { conn, path })
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of the open database.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn version(&self) -> Result<u32> {
+        Ok(self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    /// `PRAGMA integrity_check`: `ok` or the problems found.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn integrity_check(&self) -> Result<String> {
+        let mut stmt = self.conn.prepare("PRAGMA integrity_check")?;
+        let rows: Vec<String> =
+            stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        Ok(rows.join("\n"))
+    }
+
+    /// Records an administrative action.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn audit_event(
+        &self,
+        action: &str,
+        subject: Option<&str>,
+        detail: Option<&str>,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO audit_event (at, action, subject, detail) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![now_ms(), action, subject, detail],
+        )?;
+        Ok(())
+    }
+}
+
+/// Creates `path` with mode 0600 when it does not exist yet.
+fn create_private(path: &Path) -> Result<()> {
+    let err = |source| Error::Create { path: path.to_path_buf(), source };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path).map_err(err)?;
+    Ok(())
+}
+
+/// Milliseconds since 1970 UTC, the store's time unit.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Formats store milliseconds as RFC 3339 (UTC), for output.
+pub fn format_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_database_has_the_current_version_and_mode_0600() -> Result<()> {
+        let dir =
+            tempfile::tempdir().map_err(|e| Error::Create { path: "tmp".into(), source: e })?;
+        let path = dir.path().join("sub/izrelay.db");
+        let store = Store::open(&path)?;
+        assert_eq!(store.version()?, END_VERSION);
+        assert_eq!(store.integrity_check()?, "ok");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode =
+                std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+            assert_eq!(mode, 0o600);
+        }
+        drop(store);
+        // Reopening an up-to-date database changes nothing.
+        assert_eq!(Store::open(&path)?.version()?, END_VERSION);
+        Ok(())
+    }
+
+    #[test]
+    fn a_newer_database_is_refused() -> Result<()> {
+        let dir =
+            tempfile::tempdir().map_err(|e| Error::Create { path: "tmp".into(), source: e })?;
+        let path = dir.path().join("izrelay.db");
+        drop(Store::open(&path)?);
+        Connection::open(&path)?.pragma_update(None, "user_version", END_VERSION + 1)?;
+        let err = Store::open(&path).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("newer than this izrelay understands"), "{err}");
+        Ok(())
+    }
+}

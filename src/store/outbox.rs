@@ -1,0 +1,332 @@
+//! The outbox: one `notification_log` row per generated message, and its state machine.
+//!
+//! | from | event | to | in the same transaction |
+//! |---|---|---|---|
+//! | — | generation, record valid | `queued` | the row, with its new MSH-10 |
+//! | — | generation, record invalid | `invalid` | the row, with every reason |
+//! | `queued`, `invalid` | a newer generation of the same vaccination | `superseded` | the new row |
+//! | `queued` | forwarder claims it (due) | `sending` | — |
+//! | `sending` | ACK accepted (AA, AE with warnings only) | `accepted` | ACK + attempt |
+//! | `sending` | ACK rejected (AE with errors, AR) | `rejected` | ACK + attempt |
+//! | `sending` | transient failure | `queued` (attempts+1, next_attempt_at) | attempt |
+//! | `sending` | permanent failure (message too large …) | `failed` | attempt |
+//! | `sending` | process start (a crash mid-send) | `queued`, MSH-10 unchanged | — |
+//!
+//! `accepted`, `rejected`, `failed`, `superseded` are final; `invalid` is final for its row (a
+//! fix makes a new row). MSH-10 never changes within a row, so an IIS can recognise a resend.
+
+use chrono::{DateTime, FixedOffset};
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+
+use super::{Error, Result, Store, now_ms};
+use crate::hl7::{self, MessageProfile};
+use crate::record::Record;
+
+/// The state of a notification log row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The record cannot become a valid VXU; the row holds the reasons.
+    Invalid,
+    /// Waiting to be sent.
+    Queued,
+    /// Claimed by the forwarder.
+    Sending,
+    /// The IIS accepted it.
+    Accepted,
+    /// The IIS rejected it; fix the data and regenerate.
+    Rejected,
+    /// Could not be delivered and will not be retried.
+    Failed,
+    /// Replaced by a newer generation before it was sent.
+    Superseded,
+}
+
+impl Status {
+    /// All states, in lifecycle order.
+    pub const ALL: [Status; 7] = [
+        Self::Invalid,
+        Self::Queued,
+        Self::Sending,
+        Self::Accepted,
+        Self::Rejected,
+        Self::Failed,
+        Self::Superseded,
+    ];
+
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::Queued => "queued",
+            Self::Sending => "sending",
+            Self::Accepted => "accepted",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
+            Self::Superseded => "superseded",
+        }
+    }
+
+    /// Parses a stored or user-given state name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A row just written by a generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generation {
+    /// The notification log id.
+    pub log_id: i64,
+    /// `queued` or `invalid`.
+    pub status: Status,
+    /// MSH-10, when queued.
+    pub control_id: Option<String>,
+}
+
+/// Generates a message for `rec` inside `tx`: supersedes unsent rows of the same vaccination
+/// and inserts a `queued` (or `invalid`) row.
+pub(crate) fn insert_generation(
+    tx: &Transaction<'_>,
+    rec: &Record,
+    record_hash: &[u8],
+    profile: &MessageProfile,
+    now: DateTime<FixedOffset>,
+) -> Result<Generation> {
+    let ms = now.timestamp_millis();
+    tx.prepare_cached(
+        "UPDATE notification_log SET status = 'superseded', finished_at = ?2, updated_at = ?2
+         WHERE vaccination_id = ?1 AND status IN ('queued', 'invalid')",
+    )?
+    .execute(params![rec.vaccination_id, ms])?;
+    let control_id = hl7::new_control_id();
+    let (status, control, message, reasons) =
+        match hl7::generate_vxu(rec, profile, &control_id, now) {
+            Ok(msg) => (Status::Queued, Some(control_id), Some(msg), None),
+            Err(invalid) => {
+                let reasons = serde_json::to_string(&invalid.violations)
+                    .map_err(|e| Error::Corrupt(e.to_string()))?;
+                (Status::Invalid, None, None, Some(reasons))
+            }
+        };
+    tx.prepare_cached(
+        "INSERT INTO notification_log
+           (vaccination_id, provider_id, control_id, status, message, reasons, record_hash,
+            next_attempt_at, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8)",
+    )?
+    .execute(params![
+        rec.vaccination_id,
+        rec.provider_id,
+        control,
+        status.as_str(),
+        message,
+        reasons,
+        record_hash,
+        ms
+    ])?;
+    Ok(Generation { log_id: tx.last_insert_rowid(), status, control_id: control })
+}
+
+/// A message claimed for sending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The notification log id.
+    pub log_id: i64,
+    /// The vaccination.
+    pub vaccination_id: String,
+    /// The IIS account.
+    pub provider_id: Option<String>,
+    /// MSH-10.
+    pub control_id: String,
+    /// The VXU.
+    pub message: String,
+    /// Attempts so far.
+    pub attempts: u32,
+}
+
+/// How a send attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finish {
+    /// The IIS stored it (AA, or AE with warnings only).
+    Accepted {
+        /// MSA-1.
+        ack_code: String,
+        /// The raw ACK.
+        ack: String,
+        /// The ERR segments as JSON.
+        ack_errors: String,
+    },
+    /// The IIS refused it (AE with errors, AR).
+    Rejected {
+        /// MSA-1.
+        ack_code: String,
+        /// The raw ACK.
+        ack: String,
+        /// The ERR segments as JSON.
+        ack_errors: String,
+    },
+    /// Try again at `next_attempt_at` (ms).
+    Retry {
+        /// When.
+        next_attempt_at: i64,
+    },
+    /// Give up: `reason`.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One send attempt, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// When it started (ms).
+    pub started_at: i64,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// The HTTP status, when there was one.
+    pub http_status: Option<u16>,
+    /// A short outcome word (`accepted`, `timeout`, `http 503` …).
+    pub outcome: String,
+    /// The error text, when any.
+    pub error: Option<String>,
+}
+
+impl Store {
+    /// Moves due `queued` rows (oldest first, at most `limit`) to `sending` and returns them.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn claim_due(&mut self, now_ms: i64, limit: usize) -> Result<Vec<Claim>> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let claims = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT id, vaccination_id, provider_id, control_id, message, attempts
+                 FROM notification_log
+                 WHERE status = 'queued' AND next_attempt_at <= ?1
+                 ORDER BY id LIMIT ?2",
+            )?;
+            let rows =
+                stmt.query_map(params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                    Ok(Claim {
+                        log_id: r.get(0)?,
+                        vaccination_id: r.get(1)?,
+                        provider_id: r.get(2)?,
+                        control_id: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                        message: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                        attempts: r.get(5)?,
+                    })
+                })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        {
+            let mut upd = tx.prepare_cached(
+                "UPDATE notification_log SET status = 'sending', updated_at = ?2 WHERE id = ?1",
+            )?;
+            for c in &claims {
+                upd.execute(params![c.log_id, now_ms])?;
+            }
+        }
+        tx.commit()?;
+        Ok(claims)
+    }
+
+    /// Records the end of a send attempt: the row's new state and the attempt, in one
+    /// transaction. Only a row in `sending` moves.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the row is not in `sending`; SQLite errors.
+    pub fn finish(&mut self, log_id: i64, finish: &Finish, attempt: &Attempt) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = now_ms();
+        let changed = match finish {
+            Finish::Accepted { ack_code, ack, ack_errors } | Finish::Rejected { ack_code, ack, ack_errors } => {
+                let status = if matches!(finish, Finish::Accepted { .. }) { "accepted" } else { "rejected" };
+                tx.execute(
+                    "UPDATE notification_log SET status = ?2, ack_code = ?3, ack = ?4, ack_errors = ?5,
+                       attempts = attempts + 1, next_attempt_at = NULL, finished_at = ?6, updated_at = ?6
+                     WHERE id = ?1 AND status = 'sending'",
+                    params![log_id, status, ack_code, ack, ack_errors, now],
+                )?
+            }
+            Finish::Retry { next_attempt_at } => tx.execute(
+                "UPDATE notification_log SET status = 'queued', attempts = attempts + 1,
+                   next_attempt_at = ?2, updated_at = ?3
+                 WHERE id = ?1 AND status = 'sending'",
+                params![log_id, next_attempt_at, now],
+            )?,
+            Finish::Failed { reason } => tx.execute(
+                "UPDATE notification_log SET status = 'failed', reasons = ?2, attempts = attempts + 1,
+                   next_attempt_at = NULL, finished_at = ?3, updated_at = ?3
+                 WHERE id = ?1 AND status = 'sending'",
+                params![log_id, reason, now],
+            )?,
+        };
+        if changed != 1 {
+            return Err(Error::NotFound(format!("notification log {log_id} in state sending")));
+        }
+        tx.execute(
+            "INSERT INTO attempt (log_id, started_at, duration_ms, http_status, outcome, error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                log_id,
+                attempt.started_at,
+                attempt.duration_ms,
+                attempt.http_status,
+                attempt.outcome,
+                attempt.error
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Puts rows left in `sending` by a crash back to `queued` (MSH-10 unchanged).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn recover_sending(&mut self) -> Result<usize> {
+        Ok(self.conn.execute(
+            "UPDATE notification_log SET status = 'queued', updated_at = ?1 WHERE status = 'sending'",
+            params![now_ms()],
+        )?)
+    }
+
+    /// Generates a new message for a stored record (after a data fix, or on staff request).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown vaccination; SQLite errors.
+    pub fn regenerate(
+        &mut self,
+        vaccination_id: &str,
+        profile: &MessageProfile,
+        now: DateTime<FixedOffset>,
+    ) -> Result<Generation> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row: Option<(String, Vec<u8>)> = tx
+            .query_row(
+                "SELECT record_json, record_hash FROM vaccination WHERE id = ?1",
+                params![vaccination_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (json, hash) =
+            row.ok_or_else(|| Error::NotFound(format!("vaccination {vaccination_id}")))?;
+        let rec: Record = serde_json::from_str(&json)
+            .map_err(|e| Error::Corrupt(format!("vaccination {vaccination_id}: {e}")))?;
+        let generation = insert_generation(&tx, &rec, &hash, profile, now)?;
+        tx.execute(
+            "INSERT INTO audit_event (at, action, subject, detail) VALUES (?1, 'regenerate', ?2, ?3)",
+            params![now.timestamp_millis(), vaccination_id, format!("log {}", generation.log_id)],
+        )?;
+        tx.commit()?;
+        Ok(generation)
+    }
+}

@@ -1,0 +1,168 @@
+//! Intake: records from a file or Dataverse into `vaccination`, and into the outbox when due.
+//!
+//! Rules, per record (design.md "pull"):
+//! - new, or changed (different content and `modified_on` not older) and `completed` → stored
+//!   and a message generated;
+//! - `generate_hl7` → generated again even if unchanged, unless the newest message for it is
+//!   still waiting (queued) for the same content, so re-reading a file adds nothing;
+//! - `completed: false` → stored, not generated;
+//! - the same record again → nothing; an older version (`modified_on` before the stored one) →
+//!   ignored.
+
+use chrono::{DateTime, FixedOffset};
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+
+use super::outbox::{Status, insert_generation};
+use super::{Error, Result, Store};
+use crate::hl7::MessageProfile;
+use crate::record::Record;
+
+/// What an intake did, by record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IntakeCounts {
+    /// Records offered.
+    pub received: u64,
+    /// Not seen before.
+    pub new: u64,
+    /// Seen before with other content.
+    pub changed: u64,
+    /// Identical to what is stored.
+    pub unchanged: u64,
+    /// Older than what is stored (ignored).
+    pub stale: u64,
+    /// Stored but not complete, so not generated.
+    pub not_completed: u64,
+    /// Messages queued.
+    pub queued: u64,
+    /// Records marked invalid (with reasons).
+    pub invalid: u64,
+}
+
+impl IntakeCounts {
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &IntakeCounts) {
+        self.received += other.received;
+        self.new += other.new;
+        self.changed += other.changed;
+        self.unchanged += other.unchanged;
+        self.stale += other.stale;
+        self.not_completed += other.not_completed;
+        self.queued += other.queued;
+        self.invalid += other.invalid;
+    }
+}
+
+/// SHA-256 of the record's canonical JSON.
+pub(crate) fn record_hash(json: &str) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, json.as_bytes()).as_ref().to_vec()
+}
+
+impl Store {
+    /// Takes a batch of records in one transaction.
+    ///
+    /// # Errors
+    /// SQLite errors (the whole batch is rolled back).
+    pub fn intake(
+        &mut self,
+        records: &[Record],
+        profile: &MessageProfile,
+        now: DateTime<FixedOffset>,
+    ) -> Result<IntakeCounts> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut counts = IntakeCounts::default();
+        for rec in records {
+            intake_one(&tx, rec, profile, now, &mut counts)?;
+        }
+        tx.commit()?;
+        Ok(counts)
+    }
+}
+
+fn intake_one(
+    tx: &Transaction<'_>,
+    rec: &Record,
+    profile: &MessageProfile,
+    now: DateTime<FixedOffset>,
+    counts: &mut IntakeCounts,
+) -> Result<()> {
+    counts.received += 1;
+    let json = serde_json::to_string(rec).map_err(|e| Error::Corrupt(e.to_string()))?;
+    let hash = record_hash(&json);
+    let ms = now.timestamp_millis();
+    let stored: Option<(Vec<u8>, Option<String>)> = tx
+        .prepare_cached("SELECT record_hash, modified_on FROM vaccination WHERE id = ?1")?
+        .query_row(params![rec.vaccination_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let changed = match &stored {
+        None => {
+            counts.new += 1;
+            true
+        }
+        Some((old_hash, _)) if *old_hash == hash => {
+            counts.unchanged += 1;
+            false
+        }
+        Some((_, old_modified)) => {
+            // RFC 3339 UTC strings order like times; a missing side counts as newer.
+            let older =
+                matches!((&rec.modified_on, old_modified), (Some(new), Some(old)) if new < old);
+            if older {
+                counts.stale += 1;
+                return Ok(());
+            }
+            counts.changed += 1;
+            true
+        }
+    };
+    if changed {
+        tx.prepare_cached(
+            "INSERT INTO vaccination (id, provider_id, patient_id, cvx, lot, completed, modified_on,
+                                      record_hash, record_json, received_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)
+             ON CONFLICT (id) DO UPDATE SET provider_id = excluded.provider_id,
+               patient_id = excluded.patient_id, cvx = excluded.cvx, lot = excluded.lot,
+               completed = excluded.completed, modified_on = excluded.modified_on,
+               record_hash = excluded.record_hash, record_json = excluded.record_json,
+               updated_at = excluded.updated_at",
+        )?
+        .execute(params![
+            rec.vaccination_id,
+            rec.provider_id,
+            rec.patient.id,
+            rec.vaccine.cvx,
+            rec.vaccine.lot,
+            rec.completed,
+            rec.modified_on,
+            hash,
+            json,
+            ms
+        ])?;
+    }
+    if !rec.completed {
+        counts.not_completed += 1;
+        return Ok(());
+    }
+    let wanted = changed || (rec.generate_hl7 && !pending_for(tx, &rec.vaccination_id, &hash)?);
+    if wanted {
+        let generation = insert_generation(tx, rec, &hash, profile, now)?;
+        match generation.status {
+            Status::Invalid => counts.invalid += 1,
+            _ => counts.queued += 1,
+        }
+    }
+    Ok(())
+}
+
+/// True when the newest message of the vaccination is still waiting and was built from `hash`.
+fn pending_for(tx: &Transaction<'_>, vaccination_id: &str, hash: &[u8]) -> Result<bool> {
+    let newest: Option<(String, Vec<u8>)> = tx
+        .prepare_cached(
+            "SELECT status, record_hash FROM notification_log WHERE vaccination_id = ?1
+             ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row(params![vaccination_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(newest.is_some_and(|(status, h)| {
+        matches!(status.as_str(), "queued" | "sending" | "invalid") && h == hash
+    }))
+}

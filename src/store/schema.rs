@@ -1,0 +1,22 @@
+//! Schema versions: `schema.sql` creates a fresh database; `upgrade_from` steps an older one
+//! forward. Both run at open, in one transaction, under `PRAGMA user_version`.
+//!
+//! Never edit a shipped upgrade step; add one, bump [`END_VERSION`], and update `schema.sql`
+//! to the result (the upgrade test compares the two).
+
+use rusqlite::Transaction;
+
+/// The schema version this binary writes.
+pub const END_VERSION: u32 = 1;
+
+/// The complete current schema.
+pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
+
+/// Brings a database at `version` (0 = empty) to [`END_VERSION`].
+pub(crate) fn upgrade_from(tx: &Transaction<'_>, version: u32) -> rusqlite::Result<()> {
+    match version {
+        0 => tx.execute_batch(SCHEMA_SQL),
+        // Future steps: `1 => { tx.execute_batch("ALTER TABLE …")?; upgrade_from(tx, 2) }`.
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,311 @@
+//! The local store through the real binary and the library: import at scale, crash safety,
+//! the outbox state machine against a model, and schema upgrades.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use izrelay::hl7::MessageProfile;
+use izrelay::record::Record;
+use izrelay::store::Store;
+use izrelay::store::outbox::{Attempt, Finish, Status};
+use proptest::prelude::*;
+use rusqlite::Connection;
+
+use crate::util::{izrelay, root};
+
+fn base_record() -> serde_json::Value {
+    let path = root().join("tests/fixtures/records/11-adult-tdap-private-local-provider-id.json");
+    serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json")
+}
+
+/// Writes `n` NDJSON lines: every 100th (i % 100 == 50) is broken JSON, every 100th
+/// (i % 100 == 7) is a record that fails validation (CVX 999). Returns (valid, invalid, bad).
+fn write_records(path: &Path, n: usize) -> (u64, u64, u64) {
+    let base = base_record();
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    let (mut valid, mut invalid, mut bad) = (0, 0, 0);
+    for i in 0..n {
+        if i % 100 == 50 {
+            writeln!(f, "{{\"vaccination_id\": \"broken-{i}\", ").expect("write");
+            bad += 1;
+            continue;
+        }
+        let mut r = base.clone();
+        r["vaccination_id"] = format!("rec-{i:06}").into();
+        r["patient"]["id"] = format!("MRN-{:06}", i / 3).into();
+        if i % 100 == 7 {
+            r["vaccine"]["cvx"] = "999".into();
+            invalid += 1;
+        } else {
+            valid += 1;
+        }
+        writeln!(f, "{r}").expect("write");
+    }
+    f.flush().expect("flush");
+    (valid, invalid, bad)
+}
+
+fn import_json(data: &Path, file: &Path) -> (Option<i32>, serde_json::Value) {
+    let out = izrelay()
+        .args(["--data-dir"])
+        .arg(data)
+        .args(["import", "--json"])
+        .arg(file)
+        .output()
+        .expect("izrelay runs");
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), report)
+}
+
+#[test]
+fn import_100k_records_with_bad_lines_and_invalid_records() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("records.ndjson");
+    let (valid, invalid, bad) = write_records(&file, 100_000);
+    let (code, report) = import_json(&dir.path().join("data"), &file);
+    assert_eq!(code, Some(1), "bad lines make the import exit non-zero");
+    let c = &report["counts"];
+    assert_eq!(c["received"], valid + invalid);
+    assert_eq!(c["new"], valid + invalid);
+    assert_eq!(c["queued"], valid);
+    assert_eq!(c["invalid"], invalid);
+    assert_eq!(report["bad_total"], bad);
+    assert_eq!(report["bad"][0]["at"], "line 51");
+    assert_eq!(report["bad"].as_array().map(Vec::len), Some(100));
+
+    // The same file again adds nothing.
+    let (_, again) = import_json(&dir.path().join("data"), &file);
+    assert_eq!(again["counts"]["unchanged"], valid + invalid);
+    assert_eq!(again["counts"]["queued"], 0);
+    let store = Store::open(&dir.path().join("data/izrelay.db")).expect("open");
+    let status = store.status().expect("status");
+    let total: u64 = status.iter().flat_map(|p| p.counts.values()).sum();
+    assert_eq!(total, valid + invalid);
+}
+
+/// A pseudo-random sequence that needs no dependency: xorshift seeded from the clock.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn sigkill_during_import_loses_nothing_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("records.ndjson");
+    let (valid, invalid, _) = write_records(&file, 30_000);
+    let data = dir.path().join("data");
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    eprintln!("crash test seed {seed}");
+    let mut rng = Rng(seed);
+    for round in 0..20 {
+        let mut child = izrelay()
+            .args(["-q", "--data-dir"])
+            .arg(&data)
+            .arg("import")
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(std::time::Duration::from_millis(20 + rng.next() % 600));
+        child.kill().expect("SIGKILL"); // std sends SIGKILL on Unix
+        child.wait().expect("reaped");
+        let store =
+            Store::open(&data.join("izrelay.db")).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(store.integrity_check().expect("check"), "ok", "round {round}");
+    }
+    let (_, report) = import_json(&data, &file);
+    let db = Connection::open(data.join("izrelay.db")).expect("open");
+    let count = |sql: &str| -> u64 { db.query_row(sql, [], |r| r.get(0)).expect(sql) };
+    assert_eq!(count("SELECT count(*) FROM vaccination"), valid + invalid);
+    // Exactly one live (not superseded) message per record: nothing lost, nothing twice.
+    assert_eq!(
+        count("SELECT count(*) FROM notification_log WHERE status IN ('queued','invalid')"),
+        valid + invalid
+    );
+    assert_eq!(
+        count(
+            "SELECT count(DISTINCT vaccination_id) FROM notification_log WHERE status IN ('queued','invalid')"
+        ),
+        valid + invalid
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM notification_log WHERE status = 'superseded'"),
+        0,
+        "{report}"
+    );
+}
+
+#[test]
+fn upgrade_from_the_v1_fixture_equals_a_fresh_database() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let old = dir.path().join("v1.db");
+    Connection::open(&old)
+        .and_then(|c| {
+            c.execute_batch(
+                &std::fs::read_to_string(root().join("tests/db/create_v1_db.sql"))
+                    .expect("fixture"),
+            )
+        })
+        .expect("v1 fixture");
+    let fresh = dir.path().join("fresh.db");
+    drop(Store::open(&old).expect("upgrade"));
+    drop(Store::open(&fresh).expect("create"));
+    let schema = |p: &Path| -> Vec<(String, String)> {
+        let c = Connection::open(p).expect("open");
+        let mut s = c
+            .prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+            .expect("q");
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    assert_eq!(schema(&old), schema(&fresh));
+    let version = |p: &Path| -> u32 {
+        Connection::open(p)
+            .and_then(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+            .expect("v")
+    };
+    assert_eq!(version(&old), version(&fresh));
+}
+
+/// Operations of the model test.
+#[derive(Debug, Clone)]
+enum Op {
+    /// Import record `k` (0..4), content variant `v` (0..3; variant 2 is invalid).
+    Import {
+        k: usize,
+        v: u8,
+        flag: bool,
+    },
+    Regenerate {
+        k: usize,
+    },
+    Claim {
+        limit: usize,
+    },
+    /// Finish the `i`th claimed row with outcome `o`.
+    Finish {
+        i: usize,
+        o: u8,
+    },
+    Crash,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..4usize, 0..3u8, any::<bool>()).prop_map(|(k, v, flag)| Op::Import { k, v, flag }),
+        (0..4usize).prop_map(|k| Op::Regenerate { k }),
+        (1..4usize).prop_map(|limit| Op::Claim { limit }),
+        (0..4usize, 0..4u8).prop_map(|(i, o)| Op::Finish { i, o }),
+        Just(Op::Crash),
+    ]
+}
+
+fn record(k: usize, v: u8, flag: bool) -> Record {
+    let mut r: Record = serde_json::from_value(base_record()).expect("record");
+    r.vaccination_id = format!("model-{k}");
+    r.generate_hl7 = flag;
+    r.vaccine.lot = Some(format!("LOT{v}"));
+    if v == 2 {
+        r.vaccine.cvx = "999".into();
+    }
+    r
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Random imports, regenerations, claims, outcomes and crashes: the database always agrees
+    /// with a model of the state machine.
+    #[test]
+    fn outbox_agrees_with_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let mut store = Store::open_in_memory().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let profile = MessageProfile::default();
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-24T09:00:00-08:00").map_err(|e| TestCaseError::fail(e.to_string()))?;
+        // Model: log id → (vaccination, status); stored content per vaccination; claimed rows.
+        let mut model: BTreeMap<i64, (String, Status)> = BTreeMap::new();
+        let mut content: BTreeMap<usize, (u8, bool)> = BTreeMap::new();
+        let mut claimed: Vec<i64> = Vec::new();
+        let mut next_id = 1i64;
+        let mut generate = |model: &mut BTreeMap<i64, (String, Status)>, vac: String, valid: bool| {
+            for (vid, st) in model.values_mut() {
+                if *vid == vac && matches!(st, Status::Queued | Status::Invalid) { *st = Status::Superseded; }
+            }
+            model.insert(next_id, (vac, if valid { Status::Queued } else { Status::Invalid }));
+            next_id += 1;
+        };
+        for op in ops {
+            match op {
+                Op::Import { k, v, flag } => {
+                    store.intake(&[record(k, v, flag)], &profile, now).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    let vac = format!("model-{k}");
+                    let changed = content.get(&k).is_none_or(|&(ov, of)| ov != v || of != flag);
+                    let newest = model.iter().rev().find(|(_, (vid, _))| *vid == vac).map(|(_, (_, s))| *s);
+                    let pending_same = !changed && matches!(newest, Some(Status::Queued | Status::Sending | Status::Invalid));
+                    if changed || (flag && !pending_same) {
+                        generate(&mut model, vac, v != 2);
+                    }
+                    content.insert(k, (v, flag));
+                }
+                Op::Regenerate { k } => {
+                    let r = store.regenerate(&format!("model-{k}"), &profile, now);
+                    match content.get(&k) {
+                        Some(&(v, _)) => { prop_assert!(r.is_ok()); generate(&mut model, format!("model-{k}"), v != 2); }
+                        None => prop_assert!(r.is_err()),
+                    }
+                }
+                Op::Claim { limit } => {
+                    let got = store.claim_due(i64::MAX, limit).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    let want: Vec<i64> = model.iter().filter(|(_, (_, s))| *s == Status::Queued).map(|(id, _)| *id).take(limit).collect();
+                    prop_assert_eq!(got.iter().map(|c| c.log_id).collect::<Vec<_>>(), want.clone());
+                    for id in want { if let Some(e) = model.get_mut(&id) { e.1 = Status::Sending; } claimed.push(id); }
+                }
+                Op::Finish { i, o } => {
+                    if claimed.is_empty() { continue; }
+                    let id = claimed.remove(i % claimed.len());
+                    let attempt = Attempt { started_at: 0, duration_ms: 1, http_status: Some(200), outcome: "test".into(), error: None };
+                    let (finish, to) = match o {
+                        0 => (Finish::Accepted { ack_code: "AA".into(), ack: String::new(), ack_errors: "[]".into() }, Status::Accepted),
+                        1 => (Finish::Rejected { ack_code: "AE".into(), ack: String::new(), ack_errors: "[]".into() }, Status::Rejected),
+                        2 => (Finish::Retry { next_attempt_at: 0 }, Status::Queued),
+                        _ => (Finish::Failed { reason: "too large".into() }, Status::Failed),
+                    };
+                    let in_sending = model.get(&id).is_some_and(|e| e.1 == Status::Sending);
+                    let r = store.finish(id, &finish, &attempt);
+                    prop_assert_eq!(r.is_ok(), in_sending);
+                    if in_sending { if let Some(e) = model.get_mut(&id) { e.1 = to; } }
+                }
+                Op::Crash => {
+                    store.recover_sending().map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    for e in model.values_mut() { if e.1 == Status::Sending { e.1 = Status::Queued; } }
+                    claimed.clear();
+                }
+            }
+            let db: BTreeMap<i64, (String, Status)> = store
+                .log(&izrelay::store::audit::LogFilter { limit: 10_000, ..Default::default() })
+                .map_err(|e| TestCaseError::fail(e.to_string()))?
+                .into_iter()
+                .map(|r| (r.id, (r.vaccination_id, r.status)))
+                .collect();
+            prop_assert_eq!(&db, &model);
+        }
+    }
+}
