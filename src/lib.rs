@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod demo;
 pub mod hl7;
 pub mod pull;

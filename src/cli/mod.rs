@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod hl7;
+mod setup;
 mod store;
 
 /// izrelay: reports a clinic's vaccinations to the state immunization registries (IIS) as
@@ -21,7 +22,11 @@ pub struct Cli {
     /// Only errors in the log.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Where the database and key live (default: the platform's data directory).
+    /// The configuration file (default: config.toml in the platform's config directory).
+    #[arg(long, global = true, env = "IZRELAY_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Where the database and key live (default: the config's data_dir, else the platform's
+    /// data directory).
     #[arg(long, global = true, env = "IZRELAY_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     #[command(subcommand)]
@@ -35,6 +40,10 @@ enum Command {
     /// HL7 tools: generate a VXU, validate messages, parse an ACK (no database).
     #[command(subcommand)]
     Hl7(hl7::Command),
+    /// Write a commented config file and create the data directory and key file.
+    Init(setup::InitArgs),
+    /// Check the configuration file; exit 1 listing every problem.
+    CheckConfig,
     /// Read records (JSON array or NDJSON) into the outbox.
     Import(store::ImportArgs),
     /// Every message for a vaccination, with attempts and responses.
@@ -55,25 +64,49 @@ enum Command {
 /// Bad input (unreadable file, invalid JSON, unknown field): the caller exits 2.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Demo(args) => demo::run(&args),
+        Command::Demo(args) => demo::run(&args, cli.data_dir),
         Command::Hl7(cmd) => hl7::run(cmd),
-        Command::Import(args) => store::import(&data_dir(cli.data_dir)?, &args),
-        Command::History(args) => store::history(&data_dir(cli.data_dir)?, &args),
-        Command::Log(args) => store::log(&data_dir(cli.data_dir)?, &args),
-        Command::Show(args) => store::show(&data_dir(cli.data_dir)?, &args),
-        Command::Status(args) => store::status(&data_dir(cli.data_dir)?, &args),
-        Command::Regenerate(args) => store::regenerate(&data_dir(cli.data_dir)?, &args),
+        Command::Init(args) => setup::init(cli.config, cli.data_dir, &args),
+        Command::CheckConfig => setup::check_config(cli.config),
+        Command::Import(args) => store::import(&Ctx::load(cli.config, cli.data_dir)?, &args),
+        Command::History(args) => store::history(&Ctx::load(cli.config, cli.data_dir)?, &args),
+        Command::Log(args) => store::log(&Ctx::load(cli.config, cli.data_dir)?, &args),
+        Command::Show(args) => store::show(&Ctx::load(cli.config, cli.data_dir)?, &args),
+        Command::Status(args) => store::status(&Ctx::load(cli.config, cli.data_dir)?, &args),
+        Command::Regenerate(args) => {
+            store::regenerate(&Ctx::load(cli.config, cli.data_dir)?, &args)
+        }
     }
 }
 
-/// The data directory: `--data-dir` / `IZRELAY_DATA_DIR`, else the platform's data dir.
-fn data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    match given {
-        Some(d) => Ok(d),
-        None => directories::ProjectDirs::from("org", "izrelay", "izrelay")
-            .map(|p| p.data_dir().to_path_buf())
-            .context("no home directory to put the data in: pass --data-dir"),
+/// What the store commands need: the validated config and the data directory.
+pub(crate) struct Ctx {
+    pub config: izrelay::config::Config,
+    pub data_dir: PathBuf,
+}
+
+impl Ctx {
+    fn load(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        let config = load_config(config)?;
+        let data_dir = match data_dir.or_else(|| config.data_dir.clone()) {
+            Some(d) => d,
+            None => directories::ProjectDirs::from("org", "izrelay", "izrelay")
+                .map(|p| p.data_dir().to_path_buf())
+                .context("no home directory to put the data in: pass --data-dir")?,
+        };
+        Ok(Self { config, data_dir })
     }
+}
+
+/// Loads `--config` (which must exist) or the default file (which may be absent).
+pub(crate) fn load_config(given: Option<PathBuf>) -> anyhow::Result<izrelay::config::Config> {
+    Ok(match given {
+        Some(path) => izrelay::config::load(&path, true)?,
+        None => match izrelay::config::default_path() {
+            Some(path) => izrelay::config::load(&path, false)?,
+            None => izrelay::config::Config::default(),
+        },
+    })
 }
 
 /// Reads a text file, naming it in the error.

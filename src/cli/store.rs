@@ -2,10 +2,12 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+
+use super::Ctx;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use izrelay::hl7::{self, MessageProfile};
+use izrelay::hl7;
 use izrelay::store::audit::{LogFilter, LogRow};
 use izrelay::store::outbox::Status;
 use izrelay::store::{Store, format_ms};
@@ -33,8 +35,8 @@ pub(crate) struct ImportArgs {
     json: bool,
 }
 
-pub(crate) fn import(data_dir: &Path, args: &ImportArgs) -> anyhow::Result<ExitCode> {
-    let mut store = open(data_dir)?;
+pub(crate) fn import(ctx: &Ctx, args: &ImportArgs) -> anyhow::Result<ExitCode> {
+    let mut store = open(&ctx.data_dir)?;
     let size = std::fs::metadata(&args.file).map(|m| m.len()).unwrap_or(0);
     let bar = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(size);
@@ -51,7 +53,7 @@ pub(crate) fn import(data_dir: &Path, args: &ImportArgs) -> anyhow::Result<ExitC
     let report = izrelay::pull::import::import_file(
         &mut store,
         &args.file,
-        &MessageProfile::default(),
+        &ctx.config.profiles,
         now,
         &|n| bar.set_position(n),
     )
@@ -115,8 +117,8 @@ fn reasons_text(reasons: &str) -> Vec<String> {
     }
 }
 
-pub(crate) fn history(data_dir: &Path, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
-    let store = open(data_dir)?;
+pub(crate) fn history(ctx: &Ctx, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
+    let store = open(&ctx.data_dir)?;
     let h = store.history(&args.vaccination_id)?;
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -210,8 +212,8 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-pub(crate) fn log(data_dir: &Path, args: &LogArgs) -> anyhow::Result<ExitCode> {
-    let store = open(data_dir)?;
+pub(crate) fn log(ctx: &Ctx, args: &LogArgs) -> anyhow::Result<ExitCode> {
+    let store = open(&ctx.data_dir)?;
     let filter = LogFilter {
         status: args.status,
         provider: args.provider.clone(),
@@ -272,8 +274,8 @@ pub(crate) struct ShowArgs {
     log_id: i64,
 }
 
-pub(crate) fn show(data_dir: &Path, args: &ShowArgs) -> anyhow::Result<ExitCode> {
-    let store = open(data_dir)?;
+pub(crate) fn show(ctx: &Ctx, args: &ShowArgs) -> anyhow::Result<ExitCode> {
+    let store = open(&ctx.data_dir)?;
     let d = store.show(args.log_id)?;
     let mut out = std::io::stdout().lock();
     print_row(&mut out, &d.row)?;
@@ -342,8 +344,8 @@ pub(crate) struct StatusArgs {
     json: bool,
 }
 
-pub(crate) fn status(data_dir: &Path, args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let store = open(data_dir)?;
+pub(crate) fn status(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let store = open(&ctx.data_dir)?;
     let rows = store.status()?;
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -378,11 +380,11 @@ pub(crate) struct RegenerateArgs {
     vaccination_id: String,
 }
 
-pub(crate) fn regenerate(data_dir: &Path, args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
-    let mut store = open(data_dir)?;
+pub(crate) fn regenerate(ctx: &Ctx, args: &RegenerateArgs) -> anyhow::Result<ExitCode> {
+    let mut store = open(&ctx.data_dir)?;
     let g = store.regenerate(
         &args.vaccination_id,
-        &MessageProfile::default(),
+        &ctx.config.profiles,
         chrono::Local::now().fixed_offset(),
     )?;
     println!("log {}: {} {}", g.log_id, g.status, g.control_id.as_deref().unwrap_or(""));

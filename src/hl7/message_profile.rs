@@ -182,3 +182,24 @@ impl MessageProfile {
         self.local_funding_codes.iter().find(|c| c.code == code)
     }
 }
+
+/// The message profile of each provider's IIS, with a default for the rest.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Profiles {
+    /// Used for providers without their own profile.
+    pub default: MessageProfile,
+    /// Per provider id (the IIS account number).
+    pub by_provider: std::collections::BTreeMap<String, MessageProfile>,
+}
+
+impl Profiles {
+    /// Every provider uses `profile`.
+    pub fn single(profile: MessageProfile) -> Self {
+        Self { default: profile, by_provider: std::collections::BTreeMap::new() }
+    }
+
+    /// The profile for `provider`.
+    pub fn get(&self, provider: Option<&str>) -> &MessageProfile {
+        provider.and_then(|p| self.by_provider.get(p)).unwrap_or(&self.default)
+    }
+}

@@ -24,7 +24,9 @@ pub use ack::{Ack, AckCode, AckError, AckParseError, ErrorSeverity, Outcome, par
 pub use conformance::{Finding, Severity, validate_message};
 pub use encode::Writer;
 pub use escape::{Delimiters, escape, escape_into, unescape};
-pub use message_profile::{Hd, LocalCode, MessageProfile, NdcPlacement, ProcessingId, VisMethod};
+pub use message_profile::{
+    Hd, LocalCode, MessageProfile, NdcPlacement, ProcessingId, Profiles, VisMethod,
+};
 pub use parse::{Field, Message, ParseError, Rep, Segment};
 pub use validate::Violation;
 pub use vxu::{Invalid, generate_vxu, new_control_id};

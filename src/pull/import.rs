@@ -15,7 +15,7 @@ use chrono::{DateTime, FixedOffset};
 use serde::de::{self, Deserializer as _, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::hl7::MessageProfile;
+use crate::hl7::Profiles;
 use crate::record::Record;
 use crate::store::{self, Store, records::IntakeCounts};
 
@@ -69,7 +69,7 @@ pub enum Error {
 
 struct Batcher<'s> {
     store: &'s mut Store,
-    profile: &'s MessageProfile,
+    profiles: &'s Profiles,
     now: DateTime<FixedOffset>,
     pending: Vec<Record>,
     report: ImportReport,
@@ -93,7 +93,7 @@ impl Batcher<'_> {
 
     fn flush(&mut self) -> Result<(), store::Error> {
         if !self.pending.is_empty() {
-            let counts = self.store.intake(&self.pending, self.profile, self.now)?;
+            let counts = self.store.intake(&self.pending, self.profiles, self.now)?;
             self.report.counts.add(&counts);
             self.pending.clear();
         }
@@ -108,7 +108,7 @@ impl Batcher<'_> {
 pub fn import_file(
     store: &mut Store,
     path: &Path,
-    profile: &MessageProfile,
+    profiles: &Profiles,
     now: DateTime<FixedOffset>,
     progress: &dyn Fn(u64),
 ) -> Result<ImportReport, Error> {
@@ -117,7 +117,7 @@ pub fn import_file(
     let mut reader = BufReader::with_capacity(1 << 16, Counting { inner: file, read: 0, progress });
     let mut b = Batcher {
         store,
-        profile,
+        profiles,
         now,
         pending: Vec::with_capacity(BATCH),
         report: ImportReport::default(),

@@ -19,7 +19,7 @@ use chrono::{DateTime, FixedOffset};
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{Error, Result, Store, now_ms};
-use crate::hl7::{self, MessageProfile};
+use crate::hl7::{self, MessageProfile, Profiles};
 use crate::record::Record;
 
 /// The state of a notification log row.
@@ -306,7 +306,7 @@ impl Store {
     pub fn regenerate(
         &mut self,
         vaccination_id: &str,
-        profile: &MessageProfile,
+        profiles: &Profiles,
         now: DateTime<FixedOffset>,
     ) -> Result<Generation> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -321,6 +321,7 @@ impl Store {
             row.ok_or_else(|| Error::NotFound(format!("vaccination {vaccination_id}")))?;
         let rec: Record = serde_json::from_str(&json)
             .map_err(|e| Error::Corrupt(format!("vaccination {vaccination_id}: {e}")))?;
+        let profile = profiles.get(rec.provider_id.as_deref());
         let generation = insert_generation(&tx, &rec, &hash, profile, now)?;
         tx.execute(
             "INSERT INTO audit_event (at, action, subject, detail) VALUES (?1, 'regenerate', ?2, ?3)",

@@ -14,7 +14,7 @@ use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::outbox::{Status, insert_generation};
 use super::{Error, Result, Store};
-use crate::hl7::MessageProfile;
+use crate::hl7::{MessageProfile, Profiles};
 use crate::record::Record;
 
 /// What an intake did, by record.
@@ -65,13 +65,13 @@ impl Store {
     pub fn intake(
         &mut self,
         records: &[Record],
-        profile: &MessageProfile,
+        profiles: &Profiles,
         now: DateTime<FixedOffset>,
     ) -> Result<IntakeCounts> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut counts = IntakeCounts::default();
         for rec in records {
-            intake_one(&tx, rec, profile, now, &mut counts)?;
+            intake_one(&tx, rec, profiles.get(rec.provider_id.as_deref()), now, &mut counts)?;
         }
         tx.commit()?;
         Ok(counts)

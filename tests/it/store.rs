@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use izrelay::hl7::MessageProfile;
+use izrelay::hl7::{MessageProfile, Profiles};
 use izrelay::record::Record;
 use izrelay::store::Store;
 use izrelay::store::outbox::{Attempt, Finish, Status};
@@ -238,7 +238,7 @@ proptest! {
     #[test]
     fn outbox_agrees_with_the_model(ops in proptest::collection::vec(op(), 1..40)) {
         let mut store = Store::open_in_memory().map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let profile = MessageProfile::default();
+        let profile = Profiles::single(MessageProfile::default());
         let now = chrono::DateTime::parse_from_rfc3339("2026-11-24T09:00:00-08:00").map_err(|e| TestCaseError::fail(e.to_string()))?;
         // Model: log id → (vaccination, status); stored content per vaccination; claimed rows.
         let mut model: BTreeMap<i64, (String, Status)> = BTreeMap::new();
