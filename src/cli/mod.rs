@@ -56,6 +56,8 @@ enum Command {
     Status(store::StatusArgs),
     /// Generate a new message for a stored record (after fixing it).
     Regenerate(store::RegenerateArgs),
+    /// Drop message bodies that are accepted and synced, older than N days.
+    Purge(store::PurgeArgs),
 }
 
 /// Runs the parsed command line.
@@ -76,6 +78,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Regenerate(args) => {
             store::regenerate(&Ctx::load(cli.config, cli.data_dir)?, &args)
         }
+        Command::Purge(args) => store::purge(&Ctx::load(cli.config, cli.data_dir)?, &args),
     }
 }
 

@@ -390,3 +390,21 @@ pub(crate) fn regenerate(ctx: &Ctx, args: &RegenerateArgs) -> anyhow::Result<Exi
     println!("log {}: {} {}", g.log_id, g.status, g.control_id.as_deref().unwrap_or(""));
     Ok(if g.status == Status::Invalid { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct PurgeArgs {
+    /// Only rows that reached `accepted` more than this many days ago.
+    #[arg(long, value_name = "DAYS")]
+    older_than: u32,
+}
+
+pub(crate) fn purge(ctx: &Ctx, args: &PurgeArgs) -> anyhow::Result<ExitCode> {
+    let mut store = open(&ctx.data_dir)?;
+    let cutoff = izrelay::store::now_ms() - i64::from(args.older_than) * 86_400_000;
+    let n = store.purge(cutoff)?;
+    println!(
+        "purged the message bodies of {n} accepted and synced messages older than {} days",
+        args.older_than
+    );
+    Ok(ExitCode::SUCCESS)
+}

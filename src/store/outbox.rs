@@ -288,6 +288,18 @@ impl Store {
         Ok(())
     }
 
+    /// Marks a row as written back to Dataverse at `at_ms`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown row; SQLite errors.
+    pub fn mark_synced(&mut self, log_id: i64, at_ms: i64) -> Result<()> {
+        let n = self.conn.execute(
+            "UPDATE notification_log SET synced_at = ?2 WHERE id = ?1",
+            params![log_id, at_ms],
+        )?;
+        if n == 1 { Ok(()) } else { Err(Error::NotFound(format!("notification log {log_id}"))) }
+    }
+
     /// Puts rows left in `sending` by a crash back to `queued` (MSH-10 unchanged).
     ///
     /// # Errors

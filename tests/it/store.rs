@@ -309,3 +309,45 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn purge_drops_only_accepted_and_synced_bodies() {
+    let mut store = Store::open_in_memory().expect("store");
+    let profiles = Profiles::single(MessageProfile::default());
+    let now = chrono::DateTime::parse_from_rfc3339("2026-11-24T09:00:00-08:00").expect("t");
+    let recs: Vec<Record> = (0..3).map(|k| record(k, 0, false)).collect();
+    store.intake(&recs, &profiles, now).expect("intake");
+    let claims = store.claim_due(i64::MAX, 2).expect("claim");
+    let attempt = Attempt {
+        started_at: 0,
+        duration_ms: 1,
+        http_status: Some(200),
+        outcome: "accepted".into(),
+        error: None,
+    };
+    for c in &claims {
+        let f = Finish::Accepted {
+            ack_code: "AA".into(),
+            ack: "MSH|^~\\&|A\rMSA|AA|x".into(),
+            ack_errors: "[]".into(),
+        };
+        store.finish(c.log_id, &f, &attempt).expect("finish");
+    }
+    // Only the first accepted row is synced; row 3 is still queued.
+    let synced = claims[0].log_id;
+    store.mark_synced(synced, 0).expect("synced");
+    assert_eq!(store.purge(i64::MAX).expect("purge"), 1);
+    assert_eq!(store.show(synced).expect("show").message, None);
+    assert!(
+        store.show(claims[1].log_id).expect("show").message.is_some(),
+        "accepted but unsynced is kept"
+    );
+    let queued = store
+        .log(&izrelay::store::audit::LogFilter {
+            status: Some(Status::Queued),
+            limit: 10,
+            ..Default::default()
+        })
+        .expect("log");
+    assert!(store.show(queued[0].id).expect("show").message.is_some(), "undelivered is kept");
+}
