@@ -448,21 +448,32 @@ impl Obx<'_> {
 
 /// A new message control id (MSH-10): 20 characters, time-ordered, unique across processes.
 ///
-/// Crockford base-32 of 48 bits of milliseconds since 1970 then 52 random bits; the 2.5.1
-/// length limit of MSH-10 is 20.
+/// Crockford base-32 of 48 bits of milliseconds since 1970, then 52 bits that start at a random
+/// value per process (from the system RNG, once) and count up, so two ids from one process never
+/// collide and two processes collide only if their random starts do (2^-52). The 2.5.1 length
+/// limit of MSH-10 is 20.
 pub fn new_control_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
     use ring::rand::{SecureRandom, SystemRandom};
     const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    const LOW: u64 = (1 << 52) - 1;
+    static START: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let start = *START.get_or_init(|| {
+        let mut random = [0u8; 8];
+        // The system RNG does not fail on supported platforms; fall back to the clock's
+        // nanoseconds rather than panic if it ever does.
+        if SystemRandom::new().fill(&mut random).is_err() {
+            random = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0).to_le_bytes();
+        }
+        u64::from_le_bytes(random)
+    });
+    let low = start.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed)) & LOW;
     let millis =
         u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0) & ((1 << 48) - 1);
-    let mut random = [0u8; 8];
-    // The system RNG does not fail on supported platforms; fall back to time-derived bits
-    // rather than panic if it ever does.
-    if SystemRandom::new().fill(&mut random).is_err() {
-        random = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0).to_le_bytes();
-    }
-    let rand_bits = u64::from_le_bytes(random) & ((1 << 52) - 1);
-    let value: u128 = (u128::from(millis) << 52) | u128::from(rand_bits);
+    let value: u128 = (u128::from(millis) << 52) | u128::from(low);
     (0..20).rev().map(|i| ALPHABET[((value >> (i * 5)) & 31) as usize] as char).collect()
 }
 
@@ -476,6 +487,9 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(2));
         let b = new_control_id();
         assert_eq!(a.len(), 20);
+        let many: std::collections::HashSet<String> =
+            (0..10_000).map(|_| new_control_id()).collect();
+        assert_eq!(many.len(), 10_000);
         assert_ne!(a, b);
         assert!(a[..10] <= b[..10], "{a} then {b}");
     }

@@ -99,12 +99,31 @@ pub(crate) fn insert_generation(
     profile: &MessageProfile,
     now: DateTime<FixedOffset>,
 ) -> Result<Generation> {
+    supersede(tx, rec, now)?;
+    insert_row(tx, rec, record_hash, profile, now)
+}
+
+/// Marks the unsent rows of `rec`'s vaccination `superseded`.
+fn supersede(tx: &Transaction<'_>, rec: &Record, now: DateTime<FixedOffset>) -> Result<()> {
     let ms = now.timestamp_millis();
     tx.prepare_cached(
         "UPDATE notification_log SET status = 'superseded', finished_at = ?2, updated_at = ?2
          WHERE vaccination_id = ?1 AND status IN ('queued', 'invalid')",
     )?
     .execute(params![rec.vaccination_id, ms])?;
+    Ok(())
+}
+
+/// Generates and inserts the row for `rec` (the first generation of a new record needs no
+/// [`supersede`]: nothing can be waiting for it).
+pub(crate) fn insert_row(
+    tx: &Transaction<'_>,
+    rec: &Record,
+    record_hash: &[u8],
+    profile: &MessageProfile,
+    now: DateTime<FixedOffset>,
+) -> Result<Generation> {
+    let ms = now.timestamp_millis();
     let control_id = hl7::new_control_id();
     let (status, control, message, reasons) =
         match hl7::generate_vxu(rec, profile, &control_id, now) {

@@ -12,7 +12,7 @@
 use chrono::{DateTime, FixedOffset};
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::outbox::{Status, insert_generation};
+use super::outbox::{Status, insert_generation, insert_row};
 use super::{Error, Result, Store};
 use crate::hl7::{MessageProfile, Profiles};
 use crate::record::Record;
@@ -144,7 +144,11 @@ fn intake_one(
     }
     let wanted = changed || (rec.generate_hl7 && !pending_for(tx, &rec.vaccination_id, &hash)?);
     if wanted {
-        let generation = insert_generation(tx, rec, &hash, profile, now)?;
+        let generation = if stored.is_none() {
+            insert_row(tx, rec, &hash, profile, now)?
+        } else {
+            insert_generation(tx, rec, &hash, profile, now)?
+        };
         match generation.status {
             Status::Invalid => counts.invalid += 1,
             _ => counts.queued += 1,
