@@ -298,13 +298,19 @@ pub(crate) fn show(ctx: &Ctx, args: &ShowArgs) -> anyhow::Result<ExitCode> {
                         .map(|m| format!(" ({m})"))
                         .unwrap_or_default()
                 };
+                let severity = e.severity.map(|s| match s {
+                    hl7::ErrorSeverity::Error => "E",
+                    hl7::ErrorSeverity::Warning => "W",
+                    hl7::ErrorSeverity::Information => "I",
+                });
                 writeln!(
                     out,
-                    "  error at {}: HL7 {}{}; severity {:?}; application {}{}; {}",
+                    "  error at {}: HL7 {}{}; severity {}{}; application {}{}; {}",
                     e.location.as_deref().unwrap_or("?"),
                     e.code.as_deref().unwrap_or("-"),
                     meaning("0357", &e.code),
-                    e.severity,
+                    severity.unwrap_or("-"),
+                    meaning("0516", &severity.map(str::to_owned)),
                     e.application_code.as_deref().unwrap_or("-"),
                     meaning("0533", &e.application_code),
                     e.message.as_deref().unwrap_or("")

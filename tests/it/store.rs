@@ -351,3 +351,49 @@ fn purge_drops_only_accepted_and_synced_bodies() {
         .expect("log");
     assert!(store.show(queued[0].id).expect("show").message.is_some(), "undelivered is kept");
 }
+
+#[test]
+fn cli_history_log_show_status_tell_the_story_of_a_record() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let mut store = Store::open(&data.join("izrelay.db")).expect("open");
+    let now = chrono::Local::now().fixed_offset();
+    let profiles = Profiles::single(MessageProfile::default());
+    store.intake(&[record(1, 0, false)], &profiles, now).expect("intake");
+    let claim = store.claim_due(i64::MAX, 1).expect("claim").remove(0);
+    let ack = format!(
+        "MSH|^~\\&|IIS|IIS|||20261124120000-0500||ACK^V04^ACK|A1|P|2.5.1\rMSA|AE|{}\rERR||RXA^1^5^1^1|103^Table value not found^HL70357|E|5^Table value not found^HL70533|||Vaccine code not recognized\r",
+        claim.control_id
+    );
+    let attempt = Attempt {
+        started_at: 1,
+        duration_ms: 120,
+        http_status: Some(200),
+        outcome: "rejected".into(),
+        error: None,
+    };
+    let finish = Finish::Rejected { ack_code: "AE".into(), ack, ack_errors: "[]".into() };
+    store.finish(claim.log_id, &finish, &attempt).expect("finish");
+    store.regenerate("model-1", &profiles, now).expect("regenerate");
+    drop(store);
+
+    let run = |args: &[&str]| {
+        let o = izrelay().arg("--data-dir").arg(&data).args(args).output().expect("runs");
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let history = run(&["history", "model-1"]);
+    assert!(history.contains("2 messages (1 replays)"), "{history}");
+    assert!(
+        history.contains("rejected") && history.contains("ACK AE") && history.contains("HTTP 200"),
+        "{history}"
+    );
+    let show = run(&["show", &claim.log_id.to_string()]);
+    assert!(show.contains("RXA-5   Administered Code"), "{show}");
+    assert!(show.contains("HL7 103 (Table value not found); severity E (Error); application 5 (Table value not found)"), "{show}");
+    let csv = run(&["log", "--csv", "--status", "rejected"]);
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    let json: serde_json::Value = serde_json::from_str(&run(&["status", "--json"])).expect("json");
+    assert_eq!(json[0]["counts"]["rejected"], 1);
+    assert_eq!(json[0]["counts"]["queued"], 1);
+}
