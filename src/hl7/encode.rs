@@ -89,6 +89,25 @@ impl Writer {
         self
     }
 
+    /// Writes a pre-encoded constant as the whole of field `f`: no escaping, so only for text
+    /// written in this crate (`VXU^V04^VXU_V04`, `00^New immunization record^NIP001`). Only
+    /// later fields can follow it in the segment.
+    #[inline]
+    pub fn fixed(&mut self, f: u16, encoded: &'static str) -> &mut Self {
+        debug_assert!(
+            !encoded.contains(['|', '\r', '\n']),
+            "fixed text {encoded:?} is not one field"
+        );
+        if encoded.is_empty() || f <= self.pos.0 {
+            debug_assert!(encoded.is_empty(), "hl7 writer: fixed field {f} after {:?}", self.pos);
+            return self;
+        }
+        push_n(&mut self.out, self.delims.field, f - self.pos.0);
+        self.out.push_str(encoded);
+        self.pos = (f, u16::MAX, u16::MAX, u16::MAX);
+        self
+    }
+
     /// Writes a small unsigned number at field `f` without allocating.
     #[inline]
     pub fn number(&mut self, f: u16, n: u32) -> &mut Self {
@@ -189,6 +208,13 @@ mod tests {
             w.finish(),
             "MSH|^~\\&|APP||||||VXU^V04^VXU_V04\rRXA|0||||||||||^^^Clinic\rOBX|||||~b^^&x\r"
         );
+    }
+
+    #[test]
+    fn fixed_fields_are_written_verbatim() {
+        let mut w = Writer::new();
+        w.segment("OBX").number(1, 2).fixed(3, "30963-3^Vaccine funding source^LN").field(5, "a&b");
+        assert_eq!(w.finish(), "OBX|2||30963-3^Vaccine funding source^LN||a\\T\\b\r");
     }
 
     #[test]

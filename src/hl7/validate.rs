@@ -120,7 +120,7 @@ impl Check<'_> {
 
     /// [`Check::date`] with the field name built only on failure.
     fn date_at(&mut self, field: impl FnOnce() -> String, value: &str) -> Option<NaiveDate> {
-        ymd(value.trim()).or_else(|| self.date(&field(), value))
+        ymd(value.trim_ascii()).or_else(|| self.date(&field(), value))
     }
 
     /// [`Check::coded`] with the field name built only on failure.
@@ -131,7 +131,7 @@ impl Check<'_> {
         set: &str,
         what: &str,
     ) -> Option<Coded<'v>> {
-        let code = code.trim();
+        let code = code.trim_ascii();
         match nist::value_set(set)?.codes.iter().find(|c| c.0 == code) {
             Some(c) => Some(Coded { code, text: c.1, system: c.2 }),
             None => self.coded(&field(), code, set, what),
@@ -140,7 +140,7 @@ impl Check<'_> {
 
     /// A required, non-blank text.
     fn required(&mut self, field: &str, value: &str) -> bool {
-        if value.trim().is_empty() {
+        if value.trim_ascii().is_empty() {
             self.fail(field, "is required");
             return false;
         }
@@ -149,7 +149,7 @@ impl Check<'_> {
 
     /// A `YYYY-MM-DD` date, returned as `YYYYMMDD`.
     fn date(&mut self, field: &str, value: &str) -> Option<NaiveDate> {
-        match ymd(value.trim()) {
+        match ymd(value.trim_ascii()) {
             Some(d) => Some(d),
             None => {
                 self.fail(field, format!("{value:?} is not a date (expected YYYY-MM-DD)"));
@@ -166,7 +166,7 @@ impl Check<'_> {
         set: &str,
         what: &str,
     ) -> Option<Coded<'v>> {
-        let code = code.trim();
+        let code = code.trim_ascii();
         let vs = nist::value_set(set)?;
         match vs.codes.binary_search_by(|c| c.0.cmp(code)) {
             Ok(i) => Some(Coded { code, text: vs.codes[i].1, system: vs.codes[i].2 }),
@@ -198,19 +198,15 @@ fn ymd(s: &str) -> Option<NaiveDate> {
 fn compact(d: NaiveDate) -> String {
     use chrono::Datelike;
     let mut out = String::with_capacity(8);
-    let year = u32::try_from(d.year()).unwrap_or(0);
-    for (value, width) in [(year, 4), (d.month(), 2), (d.day(), 2)] {
-        for p in (0..width).rev() {
-            let digit = (value / 10u32.pow(p)) % 10;
-            out.push(char::from(b'0' + u8::try_from(digit).unwrap_or(0)));
-        }
-    }
+    super::vxu::push_digits(&mut out, u32::try_from(d.year()).unwrap_or(0), 4);
+    super::vxu::push_digits(&mut out, d.month(), 2);
+    super::vxu::push_digits(&mut out, d.day(), 2);
     out
 }
 
 /// Parses `administered_at`: RFC 3339 (the clinic's local date is kept) or `YYYY-MM-DD`.
 fn admin_date(value: &str) -> Option<NaiveDate> {
-    let v = value.trim();
+    let v = value.trim_ascii();
     DateTime::parse_from_rfc3339(v).map(|t| t.date_naive()).ok().or_else(|| ymd(v))
 }
 
@@ -228,9 +224,20 @@ fn us_phone(value: &str) -> Option<(String, String)> {
 
 /// Formats a dose volume: at most 3 decimals, no trailing zeros (`0.3`, `0.25`, `1`).
 fn format_ml(ml: f64) -> String {
-    let s = format!("{ml:.3}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    s.to_owned()
+    // Callers pass 0 < ml <= 10, so thousandths fit easily in a u32.
+    let thousandths = (ml * 1000.0).round() as u32;
+    let (whole, mut frac) = (thousandths / 1000, thousandths % 1000);
+    let mut out = whole.to_string();
+    if frac > 0 {
+        out.push('.');
+        let mut div = 100;
+        while frac > 0 {
+            out.push(char::from(b'0' + (frac / div) as u8));
+            frac %= div;
+            div /= 10;
+        }
+    }
+    out
 }
 
 /// Common ISO 639-2 languages (PID-15); other three-letter codes are sent without text.
@@ -339,7 +346,7 @@ pub(crate) fn resolve<'a>(
         c.max_len("patient.email", e, 199);
     }
     let language = p.language.as_deref().and_then(|l| {
-        let l = l.trim();
+        let l = l.trim_ascii();
         if l.len() != 3 || !l.bytes().all(|b| b.is_ascii_lowercase()) {
             c.fail("patient.language", format!("{l:?} is not an ISO 639-2 code (e.g. eng, spa)"));
             return None;
@@ -408,9 +415,9 @@ pub(crate) fn resolve<'a>(
             if let Some(id) = &w.id {
                 c.max_len_at(|| format!("{field}.id"), id, 15);
             }
-            let named = w.family_name.as_deref().is_some_and(|s| !s.trim().is_empty())
-                || w.given_name.as_deref().is_some_and(|s| !s.trim().is_empty());
-            if w.id.as_deref().is_none_or(|s| s.trim().is_empty()) && !named {
+            let named = w.family_name.as_deref().is_some_and(|s| !s.trim_ascii().is_empty())
+                || w.given_name.as_deref().is_some_and(|s| !s.trim_ascii().is_empty());
+            if w.id.as_deref().is_none_or(|s| s.trim_ascii().is_empty()) && !named {
                 c.fail(field, "needs an id or a name");
             }
         }
@@ -445,12 +452,12 @@ pub(crate) fn resolve<'a>(
     let v = &rec.vaccine;
     let new_dose = kind == DoseKind::Administered;
     let cvx = if c.required("vaccine.cvx", &v.cvx) {
-        check_cvx(&mut c, v.cvx.trim(), kind)
+        check_cvx(&mut c, v.cvx.trim_ascii(), kind)
     } else {
         None
     };
     let ndc = v.ndc.as_deref().and_then(|n| {
-        let n = n.trim();
+        let n = n.trim_ascii();
         if !codes::is_ndc_shape(n) {
             c.fail(
                 "vaccine.ndc",
@@ -470,10 +477,10 @@ pub(crate) fn resolve<'a>(
             None => Some(Coded { code: n, text: "", system: "NDC" }),
         }
     });
-    let mvx = match v.mvx.as_deref().map(str::trim) {
+    let mvx = match v.mvx.as_deref().map(str::trim_ascii) {
         Some(m) => match codes::mvx(m) {
             Some(e) => {
-                if let Some(n) = v.ndc.as_deref().and_then(|n| codes::ndc(n.trim()))
+                if let Some(n) = v.ndc.as_deref().and_then(|n| codes::ndc(n.trim_ascii()))
                     && !n.mvx.is_empty()
                     && n.mvx != e.code
                 {
@@ -496,13 +503,13 @@ pub(crate) fn resolve<'a>(
             None
         }
     };
-    match v.lot.as_deref().map(str::trim) {
+    match v.lot.as_deref().map(str::trim_ascii) {
         Some(l) if !l.is_empty() => c.max_len("vaccine.lot", l, 20),
         _ if new_dose => c.fail("vaccine.lot", "is required for a dose given here (RXA-15)"),
         _ => {}
     }
     let expiration = v.expiration_date.as_deref().and_then(|e| {
-        let e = e.trim();
+        let e = e.trim_ascii();
         if let Some(d) = ymd(e) {
             return Some(compact(d));
         }
@@ -530,7 +537,7 @@ pub(crate) fn resolve<'a>(
     };
 
     // --- How -------------------------------------------------------------------------------
-    let route = rec.route.as_deref().map(str::trim).and_then(|r| {
+    let route = rec.route.as_deref().map(str::trim_ascii).and_then(|r| {
         let found = codes::route(r);
         if found.is_none() {
             c.fail("route", format!("{r:?} is not an NCIT route code (e.g. C28161 intramuscular)"));
@@ -549,7 +556,7 @@ pub(crate) fn resolve<'a>(
     }
 
     // --- Eligibility, funding, VIS ----------------------------------------------------------
-    let eligibility = match rec.vfc_eligibility.as_deref().map(str::trim) {
+    let eligibility = match rec.vfc_eligibility.as_deref().map(str::trim_ascii) {
         Some(code) => match profile.local_eligibility(code) {
             Some(l) => Some(Coded { code, text: &l.text, system: &l.system }),
             None => c.coded("vfc_eligibility", code, "HL70064_IZ", "VFC eligibility"),
@@ -561,20 +568,17 @@ pub(crate) fn resolve<'a>(
             None
         }
     };
-    let funding = rec.funding_source.as_deref().map(str::trim).and_then(|code| {
-        match profile.local_funding(code) {
-            Some(l) => Some(Coded { code, text: &l.text, system: &l.system }),
-            None => c.coded(
-                "funding_source",
-                code,
-                "PHVS_ImmunizationFundingSource_IIS",
-                "funding source",
-            ),
+    let funding = rec.funding_source.as_deref().map(str::trim_ascii).and_then(|code| match profile
+        .local_funding(code)
+    {
+        Some(l) => Some(Coded { code, text: &l.text, system: &l.system }),
+        None => {
+            c.coded("funding_source", code, "PHVS_ImmunizationFundingSource_IIS", "funding source")
         }
     });
     let vis = resolve_vis(&mut c, rec, profile, cvx);
 
-    let action = match rec.action.as_deref().map(str::trim) {
+    let action = match rec.action.as_deref().map(str::trim_ascii) {
         None | Some("A") => "A",
         Some("U") => "U",
         Some("D") => "D",
@@ -617,8 +621,8 @@ pub(crate) fn resolve<'a>(
 }
 
 fn dose_kind(c: &mut Check<'_>, rec: &Record) -> DoseKind {
-    let refusal = rec.refusal_reason.as_deref().map(str::trim);
-    let source = rec.information_source.as_deref().map(str::trim);
+    let refusal = rec.refusal_reason.as_deref().map(str::trim_ascii);
+    let source = rec.information_source.as_deref().map(str::trim_ascii);
     if let Some(r) = refusal {
         if rec.historical {
             c.fail("refusal_reason", "a refusal cannot also be a historical dose");
@@ -700,13 +704,13 @@ fn check_cvx<'a>(c: &mut Check<'_>, code: &'a str, kind: DoseKind) -> Option<Cod
 
 fn check_address(c: &mut Check<'_>, field: &str, a: &Address) {
     if let Some(s) = &a.state {
-        let s = s.trim();
+        let s = s.trim_ascii();
         if s.len() != 2 || !s.bytes().all(|b| b.is_ascii_uppercase()) {
             c.fail(format!("{field}.state"), format!("{s:?} is not a two-letter state code"));
         }
     }
     if let Some(z) = &a.zip {
-        let z = z.trim();
+        let z = z.trim_ascii();
         let digits: String = z.chars().filter(char::is_ascii_digit).collect();
         let shape = (z.len() == 5 && digits.len() == 5)
             || (z.len() == 10 && digits.len() == 9 && z.as_bytes()[5] == b'-')
@@ -716,7 +720,7 @@ fn check_address(c: &mut Check<'_>, field: &str, a: &Address) {
         }
     }
     if let Some(k) = &a.country {
-        let k = k.trim();
+        let k = k.trim_ascii();
         if k.len() != 3 || !k.bytes().all(|b| b.is_ascii_uppercase()) {
             c.fail(
                 format!("{field}.country"),
@@ -732,7 +736,7 @@ fn check_address(c: &mut Check<'_>, field: &str, a: &Address) {
         }
     }
     if let Some(k) = &a.county {
-        let k = k.trim();
+        let k = k.trim_ascii();
         if !(k.len() == 5 && k.bytes().all(|b| b.is_ascii_digit())) {
             c.fail(format!("{field}.county"), format!("{k:?} is not a 5-digit county FIPS code"));
         }
@@ -763,7 +767,7 @@ fn resolve_vis<'a>(
         };
         let published = v.published.as_deref().and_then(|p| c.date_at(|| field("published"), p));
         let Some(presented) = presented.map(compact) else { continue };
-        let barcode = v.document.as_deref().map(str::trim);
+        let barcode = v.document.as_deref().map(str::trim_ascii);
         if let Some(g) = barcode {
             let shape = g.len() == 24
                 && g.starts_with("253088698300")
@@ -788,7 +792,7 @@ fn resolve_vis<'a>(
             continue;
         }
         // Vaccine-type method: the VIS's vaccine (or the dose's), and a publication date.
-        let vt = v.vaccine_type.as_deref().map(str::trim);
+        let vt = v.vaccine_type.as_deref().map(str::trim_ascii);
         let vt_coded = match vt {
             Some(code) => match codes::cvx(code) {
                 Some(e) => Some(Coded { code, text: e.short_description, system: "CVX" }),

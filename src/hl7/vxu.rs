@@ -49,26 +49,27 @@ pub fn generate_vxu(
     Ok(encode(&r, profile, control_id, now))
 }
 
-/// Formats `t` as TS_Z, `YYYYMMDDHHMMSS±ZZZZ`, without chrono's format-string machinery.
+/// Formats `t` as TS_Z, `YYYYMMDDHHMMSS±ZZZZ`, digit by digit (this runs per message).
 fn ts_z(t: &DateTime<FixedOffset>) -> String {
     use chrono::{Datelike, Timelike};
-    use std::fmt::Write;
     let offset = t.offset().local_minus_utc() / 60;
-    let sign = if offset < 0 { '-' } else { '+' };
     let mut out = String::with_capacity(19);
-    let _ = write!(
-        out,
-        "{:04}{:02}{:02}{:02}{:02}{:02}{sign}{:02}{:02}",
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        offset.abs() / 60,
-        offset.abs() % 60
-    );
+    push_digits(&mut out, u32::try_from(t.year()).unwrap_or(0), 4);
+    for part in [t.month(), t.day(), t.hour(), t.minute(), t.second()] {
+        push_digits(&mut out, part, 2);
+    }
+    out.push(if offset < 0 { '-' } else { '+' });
+    push_digits(&mut out, offset.unsigned_abs() / 60, 2);
+    push_digits(&mut out, offset.unsigned_abs() % 60, 2);
     out
+}
+
+/// Appends `value` as exactly `width` decimal digits (zero-padded, high digits dropped).
+pub(crate) fn push_digits(out: &mut String, value: u32, width: u32) {
+    for p in (0..width).rev() {
+        let digit = (value / 10u32.pow(p)) % 10;
+        out.push(char::from(b'0' + u8::try_from(digit).unwrap_or(0)));
+    }
 }
 
 /// A borrowed hierarchic designator: namespace id and ISO OID.
@@ -108,7 +109,7 @@ fn hd_field(w: &mut Writer, f: u16, hd: HdRef<'_>) {
 
 /// Trimmed text of an optional record value.
 fn opt(v: &Option<String>) -> &str {
-    v.as_deref().map_or("", str::trim)
+    v.as_deref().map_or("", str::trim_ascii)
 }
 
 fn coded(w: &mut Writer, f: u16, c: &Coded<'_>) {
@@ -116,12 +117,12 @@ fn coded(w: &mut Writer, f: u16, c: &Coded<'_>) {
 }
 
 fn xad(w: &mut Writer, f: u16, a: &Address) {
-    let s = |v: &Option<String>| v.as_deref().map_or("", str::trim).to_owned();
+    let s = |v: &Option<String>| v.as_deref().map_or("", str::trim_ascii).to_owned();
     let (street, other, city, state, zip) =
         (s(&a.street), s(&a.other), s(&a.city), s(&a.state), s(&a.zip));
     let country = s(&a.country);
     w.comps(f, &[&street, &other, &city, &state, &zip, &country, "L"]);
-    w.comp(f, 9, a.county.as_deref().unwrap_or("").trim());
+    w.comp(f, 9, a.county.as_deref().unwrap_or("").trim_ascii());
 }
 
 fn xtn_phone(w: &mut Writer, f: u16, rep: u16, phone: &(String, String)) {
@@ -145,7 +146,7 @@ fn xcn(w: &mut Writer, f: u16, who: &Clinician, profile: &MessageProfile) {
         let npi = id.len() == 10 && id.bytes().all(|b| b.is_ascii_digit());
         w.comp(f, 13, if npi { "NPI" } else { "PRN" });
     }
-    w.comp(f, 21, who.credential.as_deref().unwrap_or("").trim());
+    w.comp(f, 21, who.credential.as_deref().unwrap_or("").trim_ascii());
 }
 
 fn encode(
@@ -156,7 +157,7 @@ fn encode(
 ) -> String {
     let rec = r.rec;
     let mut w = Writer::new();
-    let facility_id = rec.facility.as_ref().map_or("", |f| f.id.trim());
+    let facility_id = rec.facility.as_ref().map_or("", |f| f.id.trim_ascii());
 
     // MSH ---------------------------------------------------------------------------------
     let sending_facility = if profile.sending_facility.is_empty() {
@@ -170,12 +171,12 @@ fn encode(
     hd_field(&mut w, 5, (&profile.receiving_application).into());
     hd_field(&mut w, 6, (&profile.receiving_facility).into());
     w.field(7, &ts_z(&now));
-    w.comps(9, &["VXU", "V04", "VXU_V04"]);
+    w.fixed(9, "VXU^V04^VXU_V04");
     w.field(10, control_id);
     w.field(11, profile.processing_id.code());
-    w.field(12, "2.5.1");
-    w.field(15, "ER").field(16, "AL");
-    w.comps(21, &["Z22", "CDCPHINVS"]);
+    w.fixed(12, "2.5.1");
+    w.fixed(15, "ER").fixed(16, "AL");
+    w.fixed(21, "Z22^CDCPHINVS");
     if profile.send_responsible_organizations {
         let (org22, org23) = (&profile.sending_organization, &profile.receiving_organization);
         w.field(22, if org22.is_empty() { sending_facility.namespace } else { org22 });
@@ -184,22 +185,24 @@ fn encode(
 
     // PID ---------------------------------------------------------------------------------
     let p = &rec.patient;
-    w.segment("PID").field(1, "1");
-    w.field(3, p.id.trim());
-    let authority = p
-        .id_authority
-        .as_deref()
-        .map_or_else(|| (&profile.patient_id_authority).into(), |a| HdRef::from_value(a.trim()));
+    w.segment("PID").fixed(1, "1");
+    w.field(3, p.id.trim_ascii());
+    let authority = p.id_authority.as_deref().map_or_else(
+        || (&profile.patient_id_authority).into(),
+        |a| HdRef::from_value(a.trim_ascii()),
+    );
     hd_in_component(&mut w, 3, 4, authority);
     w.comp(3, 5, "MR");
-    let middle = p.middle_name.as_deref().unwrap_or("").trim();
-    let suffix = p.suffix.as_deref().unwrap_or("").trim();
-    w.comps(5, &[p.family_name.trim(), p.given_name.trim(), middle, suffix]).comp(5, 7, "L");
-    if let Some(m) = p.mother_maiden_name.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
+    let middle = p.middle_name.as_deref().unwrap_or("").trim_ascii();
+    let suffix = p.suffix.as_deref().unwrap_or("").trim_ascii();
+    w.comps(5, &[p.family_name.trim_ascii(), p.given_name.trim_ascii(), middle, suffix])
+        .comp(5, 7, "L");
+    if let Some(m) = p.mother_maiden_name.as_deref().map(str::trim_ascii).filter(|m| !m.is_empty())
+    {
         w.comp(6, 1, m).comp(6, 7, "M");
     }
     w.field(7, &r.birth_date);
-    w.field(8, p.sex.trim());
+    w.field(8, p.sex.trim_ascii());
     for (i, race) in r.race.iter().enumerate() {
         let rep = u16::try_from(i + 1).unwrap_or(u16::MAX);
         w.comps_in(10, rep, &[race.code, race.text, race.system]);
@@ -212,7 +215,7 @@ fn encode(
         xtn_phone(&mut w, 13, rep, phone);
         rep += 1;
     }
-    if let Some(email) = p.email.as_deref().map(str::trim) {
+    if let Some(email) = p.email.as_deref().map(str::trim_ascii) {
         w.comps_in(13, rep, &["", "NET", "Internet", email]);
     }
     if let Some(l) = &r.language {
@@ -230,10 +233,10 @@ fn encode(
         if let Some(pc) = &r.publicity {
             coded(&mut w, 11, pc);
         }
-        if let Some(pi) = p.protection.as_deref().map(str::trim) {
+        if let Some(pi) = p.protection.as_deref().map(str::trim_ascii) {
             w.field(12, pi).field(13, &dated(&r.protection_date));
         }
-        if let Some(rs) = p.registry_status.as_deref().map(str::trim) {
+        if let Some(rs) = p.registry_status.as_deref().map(str::trim_ascii) {
             w.field(16, rs).field(17, &dated(&r.registry_status_date));
         }
         if r.publicity.is_some() {
@@ -246,8 +249,9 @@ fn encode(
         (profile.send_nk1, &rec.responsible_party, &r.relationship)
     {
         w.segment("NK1").field(1, "1");
-        let middle = party.middle_name.as_deref().unwrap_or("").trim();
-        w.comps(2, &[party.family_name.trim(), party.given_name.trim(), middle]).comp(2, 7, "L");
+        let middle = party.middle_name.as_deref().unwrap_or("").trim_ascii();
+        w.comps(2, &[party.family_name.trim_ascii(), party.given_name.trim_ascii(), middle])
+            .comp(2, 7, "L");
         coded(&mut w, 3, rel);
         if let Some(a) = &party.address {
             xad(&mut w, 4, a);
@@ -264,19 +268,19 @@ fn encode(
         profile.filler_namespace.as_str()
     };
     let refused = matches!(r.kind, DoseKind::Refused(_));
-    w.segment("ORC").field(1, "RE");
+    w.segment("ORC").fixed(1, "RE");
     // IZ-45: a refusal's filler order number is 9999.
-    w.comps(3, &[if refused { "9999" } else { rec.vaccination_id.trim() }, filler_ns]);
+    w.comps(3, &[if refused { "9999" } else { rec.vaccination_id.trim_ascii() }, filler_ns]);
     if let Some(op) = &rec.ordering_provider {
         xcn(&mut w, 12, op, profile);
     }
     if let Some(f) = &rec.facility {
-        w.comps(17, &[f.id.trim(), f.name.as_deref().unwrap_or("").trim(), "HL70362"]);
+        w.comps(17, &[f.id.trim_ascii(), f.name.as_deref().unwrap_or("").trim_ascii(), "HL70362"]);
     }
 
     // RXA ---------------------------------------------------------------------------------
     let new_dose = r.kind == DoseKind::Administered;
-    w.segment("RXA").field(1, "0").field(2, "1").field(3, &r.admin_date);
+    w.segment("RXA").fixed(1, "0").fixed(2, "1").field(3, &r.admin_date);
     if profile.send_rxa4 {
         w.field(4, &r.admin_date);
     }
@@ -294,12 +298,12 @@ fn encode(
             w.field(6, "999");
         }
         (_, Some(ml)) => {
-            w.field(6, ml).comps(7, &["mL", "milliliter", "UCUM"]);
+            w.field(6, ml).fixed(7, "mL^milliliter^UCUM");
         }
     }
     match r.kind {
         DoseKind::Administered => {
-            w.comps(9, &["00", "New immunization record", "NIP001"]);
+            w.fixed(9, "00^New immunization record^NIP001");
         }
         DoseKind::Historical(code) => {
             let text = super::nist::display("NIP001", code).unwrap_or("");
@@ -316,7 +320,7 @@ fn encode(
         }
     }
     if !refused {
-        w.field(15, rec.vaccine.lot.as_deref().unwrap_or("").trim());
+        w.field(15, rec.vaccine.lot.as_deref().unwrap_or("").trim_ascii());
         if let Some(exp) = &r.expiration {
             w.field(16, exp);
         }
@@ -347,20 +351,15 @@ fn encode(
         let mut obx = Obx { set_id: 0, sub_id: 0, date: &r.admin_date };
         if let (true, Some(f)) = (profile.send_funding_source, &r.funding) {
             obx.next_group();
-            obx.coded(&mut w, ("30963-3", "Vaccine funding source"), f, None);
+            obx.coded(&mut w, "30963-3^Vaccine funding source^LN", f, None);
         }
         if let Some(e) = &r.eligibility {
             obx.next_group();
-            let method = Coded {
-                code: "VXC40",
-                text: "Eligibility captured at the immunization level",
-                system: "CDCPHINVS",
-            };
             obx.coded(
                 &mut w,
-                ("64994-7", "Vaccine funding program eligibility category"),
+                "64994-7^Vaccine funding program eligibility category^LN",
                 e,
-                Some(&method),
+                Some("VXC40^Eligibility captured at the immunization level^CDCPHINVS"),
             );
         }
         for v in &r.vis {
@@ -368,27 +367,27 @@ fn encode(
             match v {
                 ResolvedVis::Barcode { gdti, document, presented } => {
                     let doc = Coded { code: gdti, text: document, system: "cdcgs1vis" };
-                    obx.coded(&mut w, ("69764-9", "Document type"), &doc, None);
+                    obx.coded(&mut w, "69764-9^Document type^LN", &doc, None);
                     obx.value(
                         &mut w,
                         "DT",
-                        ("29769-7", "Date vaccine information statement presented"),
+                        "29769-7^Date vaccine information statement presented^LN",
                         presented,
                     );
                 }
                 ResolvedVis::VaccineType { cvx, text, published, presented } => {
                     let vt = Coded { code: cvx, text, system: "CVX" };
-                    obx.coded(&mut w, ("30956-7", "Vaccine type"), &vt, None);
+                    obx.coded(&mut w, "30956-7^Vaccine type^LN", &vt, None);
                     obx.value(
                         &mut w,
                         "DT",
-                        ("29768-9", "Date vaccine information statement published"),
+                        "29768-9^Date vaccine information statement published^LN",
                         published,
                     );
                     obx.value(
                         &mut w,
                         "DT",
-                        ("29769-7", "Date vaccine information statement presented"),
+                        "29769-7^Date vaccine information statement presented^LN",
                         presented,
                     );
                 }
@@ -396,7 +395,7 @@ fn encode(
         }
         if let (true, Some(n)) = (profile.send_dose_number, rec.dose_number) {
             obx.next_group();
-            obx.value(&mut w, "ST", ("30973-2", "Dose number in series"), &n.to_string());
+            obx.value(&mut w, "ST", "30973-2^Dose number in series^LN", &n.to_string());
         }
     }
     w.finish()
@@ -414,32 +413,38 @@ impl Obx<'_> {
         self.sub_id += 1;
     }
 
-    fn head(&mut self, w: &mut Writer, value_type: &str, loinc: (&str, &str)) {
+    fn head(&mut self, w: &mut Writer, value_type: &'static str, loinc: &'static str) {
         self.set_id += 1;
-        w.segment("OBX").number(1, self.set_id).field(2, value_type);
-        w.comps(3, &[loinc.0, loinc.1, "LN"]).number(4, self.sub_id);
+        w.segment("OBX").number(1, self.set_id).fixed(2, value_type);
+        w.fixed(3, loinc).number(4, self.sub_id);
     }
 
     fn tail(&self, w: &mut Writer) {
-        w.field(11, "F").field(14, self.date);
+        w.fixed(11, "F").field(14, self.date);
     }
 
     fn coded(
         &mut self,
         w: &mut Writer,
-        loinc: (&str, &str),
+        loinc: &'static str,
         value: &Coded<'_>,
-        method: Option<&Coded<'_>>,
+        method: Option<&'static str>,
     ) {
         self.head(w, "CE", loinc);
         coded(w, 5, value);
         self.tail(w);
         if let Some(m) = method {
-            coded(w, 17, m);
+            w.fixed(17, m);
         }
     }
 
-    fn value(&mut self, w: &mut Writer, value_type: &str, loinc: (&str, &str), value: &str) {
+    fn value(
+        &mut self,
+        w: &mut Writer,
+        value_type: &'static str,
+        loinc: &'static str,
+        value: &str,
+    ) {
         self.head(w, value_type, loinc);
         w.field(5, value);
         self.tail(w);
