@@ -128,8 +128,15 @@ fn profile_from(
 ) -> Option<MessageProfile> {
     let profile: MessageProfile = match toml::Value::Table(table.clone()).try_into() {
         Ok(p) => p,
-        Err(e) => {
-            problems.push(format!("{key}: {}", e.to_string().trim().replace('\n', " ")));
+        Err(_) => {
+            // serde stops at the first bad key; try each key alone so every one is reported.
+            for (name, value) in table {
+                let single: toml::Table = std::iter::once((name.clone(), value.clone())).collect();
+                if let Err(e) = toml::Value::Table(single).try_into::<MessageProfile>() {
+                    let text = e.to_string();
+                    problems.push(format!("{key}.{name}: {}", text.trim().replace('\n', " ")));
+                }
+            }
             return None;
         }
     };
@@ -209,6 +216,7 @@ mod tests {
             processing_id = "X"
             [provider.B.message]
             sendd_pd1 = true
+            ndc = "sideways"
             "#,
         )
         .err()
@@ -216,7 +224,8 @@ mod tests {
         .unwrap_or_default();
         assert!(e.contains("message.sending_facility.oid"), "{e}");
         assert!(e.contains("provider.A.message"), "{e}");
-        assert!(e.contains("provider.B.message") && e.contains("sendd_pd1"), "{e}");
+        assert!(e.contains("provider.B.message.sendd_pd1"), "{e}");
+        assert!(e.contains("provider.B.message.ndc"), "both bad keys of one table: {e}");
         let unknown =
             parse(Path::new("t"), "data_dri = 1").err().map(|e| e.to_string()).unwrap_or_default();
         assert!(unknown.contains("data_dri"), "{unknown}");
