@@ -10,6 +10,7 @@
 use std::fmt;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
+use std::sync::mpsc::{SyncSender, sync_channel};
 
 use chrono::{DateTime, FixedOffset};
 use serde::de::{self, Deserializer as _, SeqAccess, Visitor};
@@ -17,6 +18,7 @@ use serde_json::value::RawValue;
 
 use crate::hl7::Profiles;
 use crate::record::Record;
+use crate::store::records::Prepared;
 use crate::store::{self, Store, records::IntakeCounts};
 
 /// Records per transaction.
@@ -67,41 +69,48 @@ pub enum Error {
     Store(#[from] store::Error),
 }
 
+/// The reading side: parses and prepares records into batches for the store thread.
 struct Batcher<'s> {
-    store: &'s mut Store,
     profiles: &'s Profiles,
     now: DateTime<FixedOffset>,
-    pending: Vec<Record>,
-    report: ImportReport,
+    pending: Vec<Prepared>,
+    out: SyncSender<Vec<Prepared>>,
+    /// The store side stopped (a database error): stop reading.
+    closed: bool,
+    bad: Vec<BadInput>,
+    bad_total: u64,
 }
 
 impl Batcher<'_> {
-    fn record(&mut self, rec: Record) -> Result<(), store::Error> {
-        self.pending.push(rec);
-        if self.pending.len() >= BATCH {
-            self.flush()?;
+    fn record(&mut self, rec: Record, at: impl FnOnce() -> String) {
+        match Prepared::new(rec, self.profiles, self.now) {
+            Ok(p) => self.pending.push(p),
+            Err(e) => self.bad(at(), e.to_string()),
         }
-        Ok(())
+        if self.pending.len() >= BATCH {
+            self.flush();
+        }
     }
 
     fn bad(&mut self, at: String, error: String) {
-        self.report.bad_total += 1;
-        if self.report.bad.len() < BAD_KEPT {
-            self.report.bad.push(BadInput { at, error });
+        self.bad_total += 1;
+        if self.bad.len() < BAD_KEPT {
+            self.bad.push(BadInput { at, error });
         }
     }
 
-    fn flush(&mut self) -> Result<(), store::Error> {
-        if !self.pending.is_empty() {
-            let counts = self.store.intake(&self.pending, self.profiles, self.now)?;
-            self.report.counts.add(&counts);
-            self.pending.clear();
+    fn flush(&mut self) {
+        if !self.pending.is_empty() && !self.closed {
+            let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH));
+            self.closed = self.out.send(batch).is_err();
         }
-        Ok(())
     }
 }
 
 /// Imports `path` into `store`; `progress` is told the bytes read so far.
+///
+/// Two threads: this one writes batches to the store while a reader thread parses the next
+/// batch, hashes each record and generates its message, so the CPU work overlaps the disk's.
 ///
 /// # Errors
 /// [`Error::Read`] when the file cannot be read, [`Error::Store`] when the database fails.
@@ -110,21 +119,61 @@ pub fn import_file(
     path: &Path,
     profiles: &Profiles,
     now: DateTime<FixedOffset>,
-    progress: &dyn Fn(u64),
+    progress: &(dyn Fn(u64) + Sync),
 ) -> Result<ImportReport, Error> {
     let read_err = |source| Error::Read { path: path.display().to_string(), source };
     let file = std::fs::File::open(path).map_err(read_err)?;
+    std::thread::scope(|scope| {
+        let (tx, rx) = sync_channel::<Vec<Prepared>>(2);
+        let reader = scope.spawn(move || {
+            let mut b = Batcher {
+                profiles,
+                now,
+                pending: Vec::with_capacity(BATCH),
+                out: tx,
+                closed: false,
+                bad: Vec::new(),
+                bad_total: 0,
+            };
+            let result = read_all(file, progress, &mut b);
+            b.flush();
+            (result, b.bad, b.bad_total)
+        });
+        let mut report = ImportReport::default();
+        let mut store_error = None;
+        for batch in rx {
+            match store.intake_prepared(batch, profiles, now) {
+                Ok(counts) => report.counts.add(&counts),
+                Err(e) => {
+                    store_error = Some(e);
+                    break;
+                }
+            }
+        }
+        let joined = reader.join();
+        if let Some(e) = store_error {
+            return Err(Error::Store(e));
+        }
+        let (result, bad, bad_total) = joined.map_err(|_| {
+            read_err(std::io::Error::other("the reader thread stopped unexpectedly"))
+        })?;
+        result.map_err(read_err)?;
+        report.bad = bad;
+        report.bad_total = bad_total;
+        Ok(report)
+    })
+}
+
+/// Reads the whole file into `b`: a JSON array if its first byte is `[`, else NDJSON.
+fn read_all(
+    file: std::fs::File,
+    progress: &(dyn Fn(u64) + Sync),
+    b: &mut Batcher<'_>,
+) -> std::io::Result<()> {
     let mut reader = BufReader::with_capacity(1 << 16, Counting { inner: file, read: 0, progress });
-    let mut b = Batcher {
-        store,
-        profiles,
-        now,
-        pending: Vec::with_capacity(BATCH),
-        report: ImportReport::default(),
-    };
     // Skip a BOM and whitespace, then look at the first byte: `[` means a JSON array.
     let first = loop {
-        let buf = reader.fill_buf().map_err(read_err)?;
+        let buf = reader.fill_buf()?;
         let Some(pos) =
             buf.iter().position(|c| !c.is_ascii_whitespace() && !matches!(c, 0xEF | 0xBB | 0xBF))
         else {
@@ -135,22 +184,22 @@ pub fn import_file(
             reader.consume(n);
             continue;
         };
-        let c = buf[pos];
-        break Some(c);
+        break Some(buf[pos]);
     };
     match first {
-        None => {}
-        Some(b'[') => read_array(&mut reader, &mut b)?,
-        Some(_) => read_ndjson(&mut reader, &mut b).map_err(read_err)?,
+        None => Ok(()),
+        Some(b'[') => {
+            read_array(&mut reader, b);
+            Ok(())
+        }
+        Some(_) => read_ndjson(&mut reader, b),
     }
-    b.flush()?;
-    Ok(b.report)
 }
 
 struct Counting<'p, R> {
     inner: R,
     read: u64,
-    progress: &'p dyn Fn(u64),
+    progress: &'p (dyn Fn(u64) + Sync),
 }
 
 impl<R: Read> Read for Counting<'_, R> {
@@ -167,7 +216,7 @@ fn read_ndjson(reader: &mut impl BufRead, b: &mut Batcher<'_>) -> std::io::Resul
     let mut line = String::new();
     let mut bytes = Vec::new();
     let mut number = 0usize;
-    loop {
+    while !b.closed {
         bytes.clear();
         if reader.read_until(b'\n', &mut bytes)? == 0 {
             break;
@@ -185,7 +234,7 @@ fn read_ndjson(reader: &mut impl BufRead, b: &mut Batcher<'_>) -> std::io::Resul
             continue;
         }
         match serde_json::from_str::<Record>(&line) {
-            Ok(rec) => b.record(rec).map_err(std::io::Error::other)?,
+            Ok(rec) => b.record(rec, || format!("line {number}")),
             Err(e) => b.bad(format!("line {number}"), without_position(&e)),
         }
     }
@@ -202,10 +251,9 @@ fn without_position(e: &serde_json::Error) -> String {
 }
 
 /// A JSON array, one element at a time.
-fn read_array(reader: &mut impl BufRead, b: &mut Batcher<'_>) -> Result<(), Error> {
+fn read_array(reader: &mut impl BufRead, b: &mut Batcher<'_>) {
     struct Elements<'b, 's> {
         batcher: &'b mut Batcher<'s>,
-        store_error: &'b mut Option<store::Error>,
     }
     impl<'de> Visitor<'de> for Elements<'_, '_> {
         type Value = ();
@@ -215,27 +263,21 @@ fn read_array(reader: &mut impl BufRead, b: &mut Batcher<'_>) -> Result<(), Erro
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
             let mut index = 0usize;
             while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
+                if self.batcher.closed {
+                    return Err(de::Error::custom("the store stopped"));
+                }
                 index += 1;
                 match serde_json::from_str::<Record>(raw.get()) {
-                    Ok(rec) => {
-                        if let Err(e) = self.batcher.record(rec) {
-                            *self.store_error = Some(e);
-                            return Err(de::Error::custom("database error"));
-                        }
-                    }
+                    Ok(rec) => self.batcher.record(rec, || format!("record {index}")),
                     Err(e) => self.batcher.bad(format!("record {index}"), without_position(&e)),
                 }
             }
             Ok(())
         }
     }
-    let mut store_error = None;
     let mut de = serde_json::Deserializer::from_reader(reader);
-    let result = de.deserialize_seq(Elements { batcher: b, store_error: &mut store_error });
-    if let Some(e) = store_error {
-        return Err(Error::Store(e));
-    }
-    if let Err(e) = result {
+    let result = de.deserialize_seq(Elements { batcher: b });
+    if let (Err(e), false) = (result, b.closed) {
         b.bad(
             format!("line {} column {}", e.line(), e.column()),
             format!(
@@ -244,5 +286,4 @@ fn read_array(reader: &mut impl BufRead, b: &mut Batcher<'_>) -> Result<(), Erro
             ),
         );
     }
-    Ok(())
 }

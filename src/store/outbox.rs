@@ -90,50 +90,45 @@ pub struct Generation {
     pub control_id: Option<String>,
 }
 
-/// Generates a message for `rec` inside `tx`: supersedes unsent rows of the same vaccination
-/// and inserts a `queued` (or `invalid`) row.
+/// A generation's result: `(MSH-10, message)` or every reason the record is invalid.
+pub type Generated = std::result::Result<(String, String), Vec<hl7::Violation>>;
+
+/// Builds the message for `rec` with a new MSH-10 (no database involved, so it can run on
+/// another thread than the store's).
+pub fn generate(rec: &Record, profile: &MessageProfile, now: DateTime<FixedOffset>) -> Generated {
+    let control_id = hl7::new_control_id();
+    match hl7::generate_vxu(rec, profile, &control_id, now) {
+        Ok(msg) => Ok((control_id, msg)),
+        Err(invalid) => Err(invalid.violations),
+    }
+}
+
+/// Inserts a generation of `rec` inside `tx`, superseding the unsent rows of the same
+/// vaccination first unless `first` says there can be none.
 pub(crate) fn insert_generation(
     tx: &Transaction<'_>,
     rec: &Record,
     record_hash: &[u8],
-    profile: &MessageProfile,
-    now: DateTime<FixedOffset>,
-) -> Result<Generation> {
-    supersede(tx, rec, now)?;
-    insert_row(tx, rec, record_hash, profile, now)
-}
-
-/// Marks the unsent rows of `rec`'s vaccination `superseded`.
-fn supersede(tx: &Transaction<'_>, rec: &Record, now: DateTime<FixedOffset>) -> Result<()> {
-    let ms = now.timestamp_millis();
-    tx.prepare_cached(
-        "UPDATE notification_log SET status = 'superseded', finished_at = ?2, updated_at = ?2
-         WHERE vaccination_id = ?1 AND status IN ('queued', 'invalid')",
-    )?
-    .execute(params![rec.vaccination_id, ms])?;
-    Ok(())
-}
-
-/// Generates and inserts the row for `rec` (the first generation of a new record needs no
-/// [`supersede`]: nothing can be waiting for it).
-pub(crate) fn insert_row(
-    tx: &Transaction<'_>,
-    rec: &Record,
-    record_hash: &[u8],
-    profile: &MessageProfile,
+    generated: Generated,
+    first: bool,
     now: DateTime<FixedOffset>,
 ) -> Result<Generation> {
     let ms = now.timestamp_millis();
-    let control_id = hl7::new_control_id();
-    let (status, control, message, reasons) =
-        match hl7::generate_vxu(rec, profile, &control_id, now) {
-            Ok(msg) => (Status::Queued, Some(control_id), Some(msg), None),
-            Err(invalid) => {
-                let reasons = serde_json::to_string(&invalid.violations)
-                    .map_err(|e| Error::Corrupt(e.to_string()))?;
-                (Status::Invalid, None, None, Some(reasons))
-            }
-        };
+    if !first {
+        tx.prepare_cached(
+            "UPDATE notification_log SET status = 'superseded', finished_at = ?2, updated_at = ?2
+             WHERE vaccination_id = ?1 AND status IN ('queued', 'invalid')",
+        )?
+        .execute(params![rec.vaccination_id, ms])?;
+    }
+    let (status, control, message, reasons) = match generated {
+        Ok((control_id, msg)) => (Status::Queued, Some(control_id), Some(msg), None),
+        Err(violations) => {
+            let reasons =
+                serde_json::to_string(&violations).map_err(|e| Error::Corrupt(e.to_string()))?;
+            (Status::Invalid, None, None, Some(reasons))
+        }
+    };
     tx.prepare_cached(
         "INSERT INTO notification_log
            (vaccination_id, provider_id, control_id, status, message, reasons, record_hash,
@@ -352,8 +347,8 @@ impl Store {
             row.ok_or_else(|| Error::NotFound(format!("vaccination {vaccination_id}")))?;
         let rec: Record = serde_json::from_str(&json)
             .map_err(|e| Error::Corrupt(format!("vaccination {vaccination_id}: {e}")))?;
-        let profile = profiles.get(rec.provider_id.as_deref());
-        let generation = insert_generation(&tx, &rec, &hash, profile, now)?;
+        let generated = generate(&rec, profiles.get(rec.provider_id.as_deref()), now);
+        let generation = insert_generation(&tx, &rec, &hash, generated, false, now)?;
         tx.execute(
             "INSERT INTO audit_event (at, action, subject, detail) VALUES (?1, 'regenerate', ?2, ?3)",
             params![now.timestamp_millis(), vaccination_id, format!("log {}", generation.log_id)],

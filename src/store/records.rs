@@ -12,9 +12,9 @@
 use chrono::{DateTime, FixedOffset};
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::outbox::{Status, insert_generation, insert_row};
+use super::outbox::{Generated, Status, generate, insert_generation};
 use super::{Error, Result, Store};
-use crate::hl7::{MessageProfile, Profiles};
+use crate::hl7::Profiles;
 use crate::record::Record;
 
 /// What an intake did, by record.
@@ -57,6 +57,33 @@ pub(crate) fn record_hash(json: &str) -> Vec<u8> {
     ring::digest::digest(&ring::digest::SHA256, json.as_bytes()).as_ref().to_vec()
 }
 
+/// A record made ready for the store: its canonical JSON, the hash of that, and (for a
+/// completed record) its message generated in advance. Preparing needs no database, so the
+/// import does it on a second thread while the store writes the previous batch.
+#[derive(Debug)]
+pub struct Prepared {
+    rec: Record,
+    json: String,
+    hash: Vec<u8>,
+    generated: Option<Generated>,
+}
+
+impl Prepared {
+    /// Prepares `rec` with the message profile of its provider.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if the record cannot be serialised (it always can).
+    pub fn new(rec: Record, profiles: &Profiles, now: DateTime<FixedOffset>) -> Result<Self> {
+        let json = serde_json::to_string(&rec).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let hash = record_hash(&json);
+        // Generated now, used only if the store finds the record new or changed; a discarded
+        // generation just leaves an MSH-10 unused.
+        let generated =
+            rec.completed.then(|| generate(&rec, profiles.get(rec.provider_id.as_deref()), now));
+        Ok(Self { rec, json, hash, generated })
+    }
+}
+
 impl Store {
     /// Takes a batch of records in one transaction.
     ///
@@ -68,10 +95,27 @@ impl Store {
         profiles: &Profiles,
         now: DateTime<FixedOffset>,
     ) -> Result<IntakeCounts> {
+        let prepared = records
+            .iter()
+            .map(|r| Prepared::new(r.clone(), profiles, now))
+            .collect::<Result<Vec<_>>>()?;
+        self.intake_prepared(prepared, profiles, now)
+    }
+
+    /// Takes a batch of prepared records in one transaction.
+    ///
+    /// # Errors
+    /// SQLite errors (the whole batch is rolled back).
+    pub fn intake_prepared(
+        &mut self,
+        batch: Vec<Prepared>,
+        profiles: &Profiles,
+        now: DateTime<FixedOffset>,
+    ) -> Result<IntakeCounts> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut counts = IntakeCounts::default();
-        for rec in records {
-            intake_one(&tx, rec, profiles.get(rec.provider_id.as_deref()), now, &mut counts)?;
+        for p in batch {
+            intake_one(&tx, p, profiles, now, &mut counts)?;
         }
         tx.commit()?;
         Ok(counts)
@@ -80,14 +124,13 @@ impl Store {
 
 fn intake_one(
     tx: &Transaction<'_>,
-    rec: &Record,
-    profile: &MessageProfile,
+    p: Prepared,
+    profiles: &Profiles,
     now: DateTime<FixedOffset>,
     counts: &mut IntakeCounts,
 ) -> Result<()> {
+    let Prepared { rec, json, hash, generated } = p;
     counts.received += 1;
-    let json = serde_json::to_string(rec).map_err(|e| Error::Corrupt(e.to_string()))?;
-    let hash = record_hash(&json);
     let ms = now.timestamp_millis();
     let stored: Option<(Vec<u8>, Option<String>)> = tx
         .prepare_cached("SELECT record_hash, modified_on FROM vaccination WHERE id = ?1")?
@@ -144,11 +187,10 @@ fn intake_one(
     }
     let wanted = changed || (rec.generate_hl7 && !pending_for(tx, &rec.vaccination_id, &hash)?);
     if wanted {
-        let generation = if stored.is_none() {
-            insert_row(tx, rec, &hash, profile, now)?
-        } else {
-            insert_generation(tx, rec, &hash, profile, now)?
-        };
+        let generated = generated
+            .unwrap_or_else(|| generate(&rec, profiles.get(rec.provider_id.as_deref()), now));
+        let first = stored.is_none();
+        let generation = insert_generation(tx, &rec, &hash, generated, first, now)?;
         match generation.status {
             Status::Invalid => counts.invalid += 1,
             _ => counts.queued += 1,
