@@ -114,28 +114,53 @@ impl Store {
     ) -> Result<IntakeCounts> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut counts = IntakeCounts::default();
+        let mut stored = stored_versions(&tx, &batch)?;
         for p in batch {
-            intake_one(&tx, p, profiles, now, &mut counts)?;
+            intake_one(&tx, p, profiles, now, &mut stored, &mut counts)?;
         }
         tx.commit()?;
         Ok(counts)
     }
 }
 
+/// The stored hash and `modified_on` of each record of the batch that is already stored,
+/// in one query per batch rather than one per record.
+fn stored_versions(tx: &Transaction<'_>, batch: &[Prepared]) -> Result<Versions> {
+    let mut out = Versions::with_capacity(batch.len());
+    // SQLite allows 32,766 parameters; batches are far smaller, but chunk anyway.
+    for chunk in batch.chunks(500) {
+        let placeholders = vec!["?"; chunk.len()].join(",");
+        let sql = format!(
+            "SELECT id, record_hash, modified_on FROM vaccination WHERE id IN ({placeholders})"
+        );
+        let mut stmt = tx.prepare_cached(&sql)?;
+        let ids = chunk.iter().map(|p| p.rec.vaccination_id.as_str());
+        let rows = stmt.query_map(rusqlite::params_from_iter(ids), |r| {
+            Ok((r.get::<_, String>(0)?, (r.get::<_, Vec<u8>>(1)?, r.get::<_, Option<String>>(2)?)))
+        })?;
+        for row in rows {
+            let (id, version) = row?;
+            out.insert(id, version);
+        }
+    }
+    Ok(out)
+}
+
+/// Stored versions by vaccination id: (record hash, modified_on).
+type Versions = std::collections::HashMap<String, (Vec<u8>, Option<String>)>;
+
 fn intake_one(
     tx: &Transaction<'_>,
     p: Prepared,
     profiles: &Profiles,
     now: DateTime<FixedOffset>,
+    versions: &mut Versions,
     counts: &mut IntakeCounts,
 ) -> Result<()> {
     let Prepared { rec, json, hash, generated } = p;
     counts.received += 1;
     let ms = now.timestamp_millis();
-    let stored: Option<(Vec<u8>, Option<String>)> = tx
-        .prepare_cached("SELECT record_hash, modified_on FROM vaccination WHERE id = ?1")?
-        .query_row(params![rec.vaccination_id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
+    let stored = versions.get(&rec.vaccination_id).cloned();
     let changed = match &stored {
         None => {
             counts.new += 1;
@@ -180,6 +205,10 @@ fn intake_one(
             json,
             ms
         ])?;
+    }
+    if changed {
+        // A later record of the same batch compares against this version.
+        versions.insert(rec.vaccination_id.clone(), (hash.clone(), rec.modified_on.clone()));
     }
     if !rec.completed {
         counts.not_completed += 1;

@@ -397,3 +397,16 @@ fn cli_history_log_show_status_tell_the_story_of_a_record() {
     assert_eq!(json[0]["counts"]["rejected"], 1);
     assert_eq!(json[0]["counts"]["queued"], 1);
 }
+
+#[test]
+fn one_batch_holding_two_versions_of_a_record_keeps_the_last() {
+    let mut store = Store::open_in_memory().expect("store");
+    let profiles = Profiles::single(MessageProfile::default());
+    let now = chrono::Local::now().fixed_offset();
+    let batch = [record(1, 0, false), record(1, 1, false), record(1, 1, false)];
+    let c = store.intake(&batch, &profiles, now).expect("intake");
+    assert_eq!((c.new, c.changed, c.unchanged, c.queued), (1, 1, 1, 2));
+    let h = store.history("model-1").expect("history");
+    let states: Vec<Status> = h.messages.iter().map(|(r, _)| r.status).collect();
+    assert_eq!(states, [Status::Superseded, Status::Queued]);
+}
