@@ -142,7 +142,7 @@ pub fn import_file(
         let mut report = ImportReport::default();
         let mut store_error = None;
         for batch in rx {
-            match store.intake_prepared(batch, profiles, now) {
+            match store.intake_prepared(batch, now) {
                 Ok(counts) => report.counts.add(&counts),
                 Err(e) => {
                     store_error = Some(e);

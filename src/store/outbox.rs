@@ -107,7 +107,8 @@ pub fn generate(rec: &Record, profile: &MessageProfile, now: DateTime<FixedOffse
 /// vaccination first unless `first` says there can be none.
 pub(crate) fn insert_generation(
     tx: &Transaction<'_>,
-    rec: &Record,
+    vaccination_id: &str,
+    provider_id: Option<&str>,
     record_hash: &[u8],
     generated: Generated,
     first: bool,
@@ -119,7 +120,7 @@ pub(crate) fn insert_generation(
             "UPDATE notification_log SET status = 'superseded', finished_at = ?2, updated_at = ?2
              WHERE vaccination_id = ?1 AND status IN ('queued', 'invalid')",
         )?
-        .execute(params![rec.vaccination_id, ms])?;
+        .execute(params![vaccination_id, ms])?;
     }
     let (status, control, message, reasons) = match generated {
         Ok((control_id, msg)) => (Status::Queued, Some(control_id), Some(msg), None),
@@ -136,8 +137,8 @@ pub(crate) fn insert_generation(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8)",
     )?
     .execute(params![
-        rec.vaccination_id,
-        rec.provider_id,
+        vaccination_id,
+        provider_id,
         control,
         status.as_str(),
         message,
@@ -348,7 +349,15 @@ impl Store {
         let rec: Record = serde_json::from_str(&json)
             .map_err(|e| Error::Corrupt(format!("vaccination {vaccination_id}: {e}")))?;
         let generated = generate(&rec, profiles.get(rec.provider_id.as_deref()), now);
-        let generation = insert_generation(&tx, &rec, &hash, generated, false, now)?;
+        let generation = insert_generation(
+            &tx,
+            &rec.vaccination_id,
+            rec.provider_id.as_deref(),
+            &hash,
+            generated,
+            false,
+            now,
+        )?;
         tx.execute(
             "INSERT INTO audit_event (at, action, subject, detail) VALUES (?1, 'regenerate', ?2, ?3)",
             params![now.timestamp_millis(), vaccination_id, format!("log {}", generation.log_id)],

@@ -62,10 +62,24 @@ pub(crate) fn record_hash(json: &str) -> Vec<u8> {
 /// import does it on a second thread while the store writes the previous batch.
 #[derive(Debug)]
 pub struct Prepared {
-    rec: Record,
+    key: Key,
     json: String,
     hash: Vec<u8>,
     generated: Option<Generated>,
+}
+
+/// The fields of a record the store thread needs; the rest of the record is dropped on the
+/// preparing thread (freeing a record's forty strings is work the writer need not do).
+#[derive(Debug)]
+struct Key {
+    vaccination_id: String,
+    provider_id: Option<String>,
+    patient_id: String,
+    cvx: String,
+    lot: Option<String>,
+    completed: bool,
+    generate_hl7: bool,
+    modified_on: Option<String>,
 }
 
 impl Prepared {
@@ -80,7 +94,17 @@ impl Prepared {
         // generation just leaves an MSH-10 unused.
         let generated =
             rec.completed.then(|| generate(&rec, profiles.get(rec.provider_id.as_deref()), now));
-        Ok(Self { rec, json, hash, generated })
+        let key = Key {
+            vaccination_id: rec.vaccination_id,
+            provider_id: rec.provider_id,
+            patient_id: rec.patient.id,
+            cvx: rec.vaccine.cvx,
+            lot: rec.vaccine.lot,
+            completed: rec.completed,
+            generate_hl7: rec.generate_hl7,
+            modified_on: rec.modified_on,
+        };
+        Ok(Self { key, json, hash, generated })
     }
 }
 
@@ -99,7 +123,7 @@ impl Store {
             .iter()
             .map(|r| Prepared::new(r.clone(), profiles, now))
             .collect::<Result<Vec<_>>>()?;
-        self.intake_prepared(prepared, profiles, now)
+        self.intake_prepared(prepared, now)
     }
 
     /// Takes a batch of prepared records in one transaction.
@@ -109,14 +133,13 @@ impl Store {
     pub fn intake_prepared(
         &mut self,
         batch: Vec<Prepared>,
-        profiles: &Profiles,
         now: DateTime<FixedOffset>,
     ) -> Result<IntakeCounts> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut counts = IntakeCounts::default();
         let mut stored = stored_versions(&tx, &batch)?;
         for p in batch {
-            intake_one(&tx, p, profiles, now, &mut stored, &mut counts)?;
+            intake_one(&tx, p, now, &mut stored, &mut counts)?;
         }
         tx.commit()?;
         Ok(counts)
@@ -134,7 +157,7 @@ fn stored_versions(tx: &Transaction<'_>, batch: &[Prepared]) -> Result<Versions>
             "SELECT id, record_hash, modified_on FROM vaccination WHERE id IN ({placeholders})"
         );
         let mut stmt = tx.prepare_cached(&sql)?;
-        let ids = chunk.iter().map(|p| p.rec.vaccination_id.as_str());
+        let ids = chunk.iter().map(|p| p.key.vaccination_id.as_str());
         let rows = stmt.query_map(rusqlite::params_from_iter(ids), |r| {
             Ok((r.get::<_, String>(0)?, (r.get::<_, Vec<u8>>(1)?, r.get::<_, Option<String>>(2)?)))
         })?;
@@ -152,12 +175,11 @@ type Versions = std::collections::HashMap<String, (Vec<u8>, Option<String>)>;
 fn intake_one(
     tx: &Transaction<'_>,
     p: Prepared,
-    profiles: &Profiles,
     now: DateTime<FixedOffset>,
     versions: &mut Versions,
     counts: &mut IntakeCounts,
 ) -> Result<()> {
-    let Prepared { rec, json, hash, generated } = p;
+    let Prepared { key: rec, json, hash, generated } = p;
     counts.received += 1;
     let ms = now.timestamp_millis();
     let stored = versions.get(&rec.vaccination_id).cloned();
@@ -196,9 +218,9 @@ fn intake_one(
         .execute(params![
             rec.vaccination_id,
             rec.provider_id,
-            rec.patient.id,
-            rec.vaccine.cvx,
-            rec.vaccine.lot,
+            rec.patient_id,
+            rec.cvx,
+            rec.lot,
             rec.completed,
             rec.modified_on,
             hash,
@@ -216,10 +238,20 @@ fn intake_one(
     }
     let wanted = changed || (rec.generate_hl7 && !pending_for(tx, &rec.vaccination_id, &hash)?);
     if wanted {
-        let generated = generated
-            .unwrap_or_else(|| generate(&rec, profiles.get(rec.provider_id.as_deref()), now));
+        // Every completed record was generated when it was prepared.
+        let generated = generated.ok_or_else(|| {
+            Error::Corrupt(format!("vaccination {}: no message prepared", rec.vaccination_id))
+        })?;
         let first = stored.is_none();
-        let generation = insert_generation(tx, &rec, &hash, generated, first, now)?;
+        let generation = insert_generation(
+            tx,
+            &rec.vaccination_id,
+            rec.provider_id.as_deref(),
+            &hash,
+            generated,
+            first,
+            now,
+        )?;
         match generation.status {
             Status::Invalid => counts.invalid += 1,
             _ => counts.queued += 1,
