@@ -142,10 +142,25 @@ impl Writer {
     /// Writes the components of repetition `r` of field `f` starting at component 1.
     #[inline]
     pub fn comps_in(&mut self, f: u16, r: u16, values: &[&str]) -> &mut Self {
-        for (i, v) in values.iter().enumerate() {
-            let c = u16::try_from(i + 1).unwrap_or(u16::MAX);
-            self.put((f, r, c, 1), v);
+        // The first valued component is placed by `put`; the rest follow in one run, each
+        // preceded by one component separator per step (empty ones in between are kept,
+        // trailing ones never written), which is what `put` would do, without its bookkeeping.
+        let Some(first) = values.iter().position(|v| !v.is_empty()) else { return self };
+        let c0 = u16::try_from(first + 1).unwrap_or(u16::MAX);
+        self.put((f, r, c0, 1), values[first]);
+        let mut last = c0;
+        let mut gap: u16 = 0;
+        for (v, c) in values[first + 1..].iter().zip(c0 + 1..) {
+            gap += 1;
+            if v.is_empty() {
+                continue;
+            }
+            push_n(&mut self.out, self.delims.component, gap);
+            escape_default_into(&mut self.out, v);
+            gap = 0;
+            last = c;
         }
+        self.pos = (f, r, last, 1);
         self
     }
 
