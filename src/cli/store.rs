@@ -15,15 +15,14 @@ use izrelay::store::{Store, format_ms};
 /// The database file inside the data directory.
 pub(crate) const DB_FILE: &str = "izrelay.db";
 
+/// Opens the database in `data_dir`.
+///
+/// Rows left in `sending` are not touched here: only the process that sends (the forwarder,
+/// at its start) may put them back to `queued`, or an audit command run beside a running
+/// daemon would re-queue messages that are in flight.
 pub(crate) fn open(data_dir: &Path) -> anyhow::Result<Store> {
     let path = data_dir.join(DB_FILE);
-    let mut store = Store::open(&path)
-        .with_context(|| format!("cannot open the database {}", path.display()))?;
-    let recovered = store.recover_sending()?;
-    if recovered > 0 {
-        tracing::warn!(recovered, "messages left in sending by an earlier run are queued again");
-    }
-    Ok(store)
+    Store::open(&path).with_context(|| format!("cannot open the database {}", path.display()))
 }
 
 #[derive(Debug, clap::Args)]

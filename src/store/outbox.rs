@@ -317,6 +317,9 @@ impl Store {
 
     /// Puts rows left in `sending` by a crash back to `queued` (MSH-10 unchanged).
     ///
+    /// Only the sending process calls this, once at its start: run from anywhere else it
+    /// would re-queue messages another process has in flight.
+    ///
     /// # Errors
     /// SQLite errors.
     pub fn recover_sending(&mut self) -> Result<usize> {
