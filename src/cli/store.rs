@@ -109,13 +109,6 @@ pub(crate) struct HistoryArgs {
     json: bool,
 }
 
-fn reasons_text(reasons: &str) -> Vec<String> {
-    match serde_json::from_str::<Vec<hl7::Violation>>(reasons) {
-        Ok(v) => v.iter().map(|v| format!("{}: {}", v.field, v.rule)).collect(),
-        Err(_) => vec![reasons.to_owned()],
-    }
-}
-
 pub(crate) fn history(ctx: &Ctx, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
     let store = open(&ctx.data_dir)?;
     let h = store.history(&args.vaccination_id)?;
@@ -143,7 +136,7 @@ pub(crate) fn history(ctx: &Ctx, args: &HistoryArgs) -> anyhow::Result<ExitCode>
             row.attempts,
             row.ack_code.as_deref().map(|a| format!("  ACK {a}")).unwrap_or_default()
         )?;
-        for r in row.reasons.as_deref().map(reasons_text).unwrap_or_default() {
+        for r in row.reason_lines() {
             writeln!(out, "      - {r}")?;
         }
         for a in attempts {
@@ -278,7 +271,7 @@ pub(crate) fn show(ctx: &Ctx, args: &ShowArgs) -> anyhow::Result<ExitCode> {
     let d = store.show(args.log_id)?;
     let mut out = std::io::stdout().lock();
     print_row(&mut out, &d.row)?;
-    for r in d.row.reasons.as_deref().map(reasons_text).unwrap_or_default() {
+    for r in d.row.reason_lines() {
         writeln!(out, "  - {r}")?;
     }
     if let Some(msg) = &d.message {

@@ -161,10 +161,8 @@ pub fn run(
     for row in &invalid {
         summary.invalid.push(row.vaccination_id.clone());
         writeln!(out, "   record {} is invalid:", row.vaccination_id)?;
-        let reasons: Vec<hl7::Violation> =
-            row.reasons.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default();
-        for v in &reasons {
-            writeln!(out, "     - {}: {}", v.field, v.rule)?;
+        for line in row.reason_lines() {
+            writeln!(out, "     - {line}")?;
         }
     }
     let verdict = if summary.as_expected() { "as expected" } else { "NOT as expected" };

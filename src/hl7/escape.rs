@@ -71,9 +71,9 @@ static DEFAULT_SPECIAL: [bool; 256] = {
 pub fn escape_into(out: &mut String, value: &str, d: &Delimiters) {
     // Decide the byte test once per value, not once per byte.
     if *d == DEFAULT {
-        escape_with(out, value, d, |b| DEFAULT_SPECIAL[usize::from(b)]);
+        escape_with(out, value, d, find_default_special);
     } else {
-        escape_with(out, value, d, |b| d.is_special(b));
+        escape_with(out, value, d, |bytes| bytes.iter().position(|&b| d.is_special(b)));
     }
 }
 
@@ -117,22 +117,19 @@ fn find_default_special(bytes: &[u8]) -> Option<usize> {
 /// [`escape_into`] for the CDC delimiters `|^~\\&`, without comparing delimiters per call.
 #[inline]
 pub(crate) fn escape_default_into(out: &mut String, value: &str) {
-    escape_with(out, value, &DEFAULT, |b| DEFAULT_SPECIAL[usize::from(b)]);
+    escape_with(out, value, &DEFAULT, find_default_special);
 }
 
 #[inline(always)]
-fn escape_with(out: &mut String, value: &str, d: &Delimiters, special: impl Fn(u8) -> bool) {
+fn escape_with(
+    out: &mut String,
+    value: &str,
+    d: &Delimiters,
+    find: impl Fn(&[u8]) -> Option<usize>,
+) {
     let bytes = value.as_bytes();
     let mut start = 0;
-    let default = *d == DEFAULT;
-    let find = |from: usize| {
-        if default {
-            find_default_special(&bytes[from..])
-        } else {
-            bytes[from..].iter().position(|&b| special(b))
-        }
-    };
-    while let Some(n) = find(start) {
+    while let Some(n) = find(&bytes[start..]) {
         let i = start + n;
         let b = bytes[i];
         // Delimiters are ASCII, so `i` is always a char boundary.

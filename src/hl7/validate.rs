@@ -132,9 +132,10 @@ impl Check<'_> {
         what: &str,
     ) -> Option<Coded<'v>> {
         let code = code.trim_ascii();
-        match nist::value_set(set)?.codes.iter().find(|c| c.0 == code) {
-            Some(c) => Some(Coded { code, text: c.1, system: c.2 }),
-            None => self.coded(&field(), code, set, what),
+        let vs = nist::value_set(set)?;
+        match vs.codes.binary_search_by(|c| c.0.cmp(code)) {
+            Ok(i) => Some(Coded { code, text: vs.codes[i].1, system: vs.codes[i].2 }),
+            Err(_) => self.coded(&field(), code, set, what),
         }
     }
 

@@ -37,6 +37,18 @@ pub struct LogRow {
     pub reasons: Option<String>,
 }
 
+impl LogRow {
+    /// The reasons as lines: `field: rule` for an invalid record's violations, or the text
+    /// stored for a failure.
+    pub fn reason_lines(&self) -> Vec<String> {
+        let Some(reasons) = self.reasons.as_deref() else { return Vec::new() };
+        match serde_json::from_str::<Vec<crate::hl7::Violation>>(reasons) {
+            Ok(v) => v.iter().map(|v| format!("{}: {}", v.field, v.rule)).collect(),
+            Err(_) => vec![reasons.to_owned()],
+        }
+    }
+}
+
 /// One send attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AttemptRow {
