@@ -14,9 +14,12 @@
 
 pub mod config;
 pub mod demo;
+pub mod forwarder;
 pub mod hl7;
+pub mod iis;
 pub mod pull;
 pub mod record;
+pub mod sim;
 pub mod store;
 
 pub use record::Record;

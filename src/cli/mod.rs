@@ -6,9 +6,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod credentials;
 mod demo;
+mod forward;
 mod hl7;
 mod setup;
+mod sim;
 mod store;
 
 /// izrelay: reports a clinic's vaccinations to the state immunization registries (IIS) as
@@ -58,6 +61,17 @@ enum Command {
     Regenerate(store::RegenerateArgs),
     /// Drop message bodies that are accepted and synced, older than N days.
     Purge(store::PurgeArgs),
+    /// IIS credentials: import a Settings.xml, list, remove, rotate the key.
+    #[command(subcommand)]
+    Credentials(credentials::Command),
+    /// Send queued messages to each IIS (SOAP submitSingleMessage).
+    Forward(forward::ForwardArgs),
+    /// Talk to an IIS directly: `ping` (connectivityTest).
+    #[command(subcommand)]
+    Iis(forward::IisCommand),
+    /// Simulated remote systems on loopback, for tests and rehearsals.
+    #[command(subcommand)]
+    Sim(sim::SimCommand),
 }
 
 /// Runs the parsed command line.
@@ -79,6 +93,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store::regenerate(&Ctx::load(cli.config, cli.data_dir)?, &args)
         }
         Command::Purge(args) => store::purge(&Ctx::load(cli.config, cli.data_dir)?, &args),
+        Command::Credentials(cmd) => credentials::run(&Ctx::load(cli.config, cli.data_dir)?, &cmd),
+        Command::Forward(args) => forward::forward(&Ctx::load(cli.config, cli.data_dir)?, &args),
+        Command::Iis(cmd) => forward::iis(&Ctx::load(cli.config, cli.data_dir)?, &cmd),
+        Command::Sim(cmd) => sim::run(&cmd),
     }
 }
 

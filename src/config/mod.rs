@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::forwarder::{ForwardConfig, ForwardSettings};
 use crate::hl7::{Hd, MessageProfile, Profiles};
+
+pub mod vault;
 
 /// A commented configuration, as `izrelay init` writes it.
 pub const EXAMPLE: &str = include_str!("../../packaging/config.example.toml");
@@ -44,6 +47,8 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// The message profile per provider.
     pub profiles: Profiles,
+    /// How to reach each IIS (timeouts, retries, TLS) per provider.
+    pub forward: ForwardConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +60,9 @@ struct Raw {
     /// Default message profile (MessageProfile keys).
     #[serde(default)]
     message: Option<toml::Table>,
+    /// Default forwarding settings (ForwardSettings keys).
+    #[serde(default)]
+    forward: Option<toml::Table>,
     /// Per-provider settings, keyed by provider id (IIS account number).
     #[serde(default)]
     provider: BTreeMap<String, RawProvider>,
@@ -66,6 +74,9 @@ struct RawProvider {
     /// Message profile overrides for this provider's IIS.
     #[serde(default)]
     message: Option<toml::Table>,
+    /// Forwarding overrides for this provider's IIS.
+    #[serde(default)]
+    forward: Option<toml::Table>,
 }
 
 /// The default config file location.
@@ -97,8 +108,19 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
     let mut problems = Vec::new();
     let base = raw.message.unwrap_or_default();
     let default = profile_from(&base, "message", &mut problems);
+    let forward_base = raw.forward.unwrap_or_default();
+    let forward_default = forward_from(&forward_base, "forward", &mut problems);
+    let mut forward_by_provider = BTreeMap::new();
     let mut by_provider = BTreeMap::new();
     for (id, p) in raw.provider {
+        if let Some(overrides) = p.forward {
+            let mut merged = forward_base.clone();
+            merged.extend(overrides);
+            if let Some(s) = forward_from(&merged, &format!("provider.{id}.forward"), &mut problems)
+            {
+                forward_by_provider.insert(id.clone(), s);
+            }
+        }
         if id.trim().is_empty() {
             problems.push("provider: a provider id cannot be empty".to_owned());
         }
@@ -118,7 +140,49 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
     Ok(Config {
         data_dir: raw.data_dir,
         profiles: Profiles { default: default.unwrap_or_default(), by_provider },
+        forward: ForwardConfig {
+            default: forward_default.unwrap_or_default(),
+            by_provider: forward_by_provider,
+        },
     })
+}
+
+/// Deserializes a table into `T`, reporting every bad key (serde stops at the first one, so
+/// on failure each key is tried alone).
+fn table_into<T: serde::de::DeserializeOwned>(
+    table: &toml::Table,
+    key: &str,
+    problems: &mut Vec<String>,
+) -> Option<T> {
+    match toml::Value::Table(table.clone()).try_into() {
+        Ok(v) => Some(v),
+        Err(first) => {
+            let before = problems.len();
+            for (name, value) in table {
+                let single: toml::Table = std::iter::once((name.clone(), value.clone())).collect();
+                if let Err(e) = toml::Value::Table(single).try_into::<T>() {
+                    let text = e.to_string();
+                    problems.push(format!("{key}.{name}: {}", text.trim().replace('\n', " ")));
+                }
+            }
+            if problems.len() == before {
+                problems.push(format!("{key}: {}", first.to_string().trim().replace('\n', " ")));
+            }
+            None
+        }
+    }
+}
+
+fn forward_from(
+    table: &toml::Table,
+    key: &str,
+    problems: &mut Vec<String>,
+) -> Option<ForwardSettings> {
+    let settings: ForwardSettings = table_into(table, key, problems)?;
+    let found = settings.problems(key);
+    let ok = found.is_empty();
+    problems.extend(found);
+    ok.then_some(settings)
 }
 
 fn profile_from(
@@ -126,20 +190,7 @@ fn profile_from(
     key: &str,
     problems: &mut Vec<String>,
 ) -> Option<MessageProfile> {
-    let profile: MessageProfile = match toml::Value::Table(table.clone()).try_into() {
-        Ok(p) => p,
-        Err(_) => {
-            // serde stops at the first bad key; try each key alone so every one is reported.
-            for (name, value) in table {
-                let single: toml::Table = std::iter::once((name.clone(), value.clone())).collect();
-                if let Err(e) = toml::Value::Table(single).try_into::<MessageProfile>() {
-                    let text = e.to_string();
-                    problems.push(format!("{key}.{name}: {}", text.trim().replace('\n', " ")));
-                }
-            }
-            return None;
-        }
-    };
+    let profile: MessageProfile = table_into(table, key, problems)?;
     let hds = [
         ("sending_application", &profile.sending_application),
         ("sending_facility", &profile.sending_facility),

@@ -4,7 +4,8 @@
 //! state change survives power loss), foreign keys and a busy timeout, and upgrades an older
 //! schema in one transaction; a database newer than this binary is refused. One `Store` is one
 //! writer connection; writers use `BEGIN IMMEDIATE` so two processes never deadlock on upgrade
-//! from a read lock. Submodules: `outbox` (the state machine), `audit` (the queries staff run).
+//! from a read lock. Submodules: `outbox` (the state machine), `audit` (the queries staff run),
+//! `credentials` (IIS endpoints and their sealed passwords).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,10 +13,12 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 pub mod audit;
+mod credentials;
 pub mod outbox;
 pub mod records;
 mod schema;
 
+pub use credentials::{Endpoint, EndpointInfo};
 pub use schema::END_VERSION;
 
 /// Store errors.
@@ -49,6 +52,9 @@ pub enum Error {
     /// No such row.
     #[error("{0} not found")]
     NotFound(String),
+    /// Credentials could not be sealed, opened or checked (wrong key, bad settings).
+    #[error(transparent)]
+    Vault(#[from] crate::config::vault::Error),
 }
 
 /// The store's result type.

@@ -260,45 +260,9 @@ impl Store {
     /// [`Error::NotFound`] when the row is not in `sending`; SQLite errors.
     pub fn finish(&mut self, log_id: i64, finish: &Finish, attempt: &Attempt) -> Result<()> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let now = now_ms();
-        let changed = match finish {
-            Finish::Accepted { ack_code, ack, ack_errors } | Finish::Rejected { ack_code, ack, ack_errors } => {
-                let status = if matches!(finish, Finish::Accepted { .. }) { "accepted" } else { "rejected" };
-                tx.execute(
-                    "UPDATE notification_log SET status = ?2, ack_code = ?3, ack = ?4, ack_errors = ?5,
-                       attempts = attempts + 1, next_attempt_at = NULL, finished_at = ?6, updated_at = ?6
-                     WHERE id = ?1 AND status = 'sending'",
-                    params![log_id, status, ack_code, ack, ack_errors, now],
-                )?
-            }
-            Finish::Retry { next_attempt_at } => tx.execute(
-                "UPDATE notification_log SET status = 'queued', attempts = attempts + 1,
-                   next_attempt_at = ?2, updated_at = ?3
-                 WHERE id = ?1 AND status = 'sending'",
-                params![log_id, next_attempt_at, now],
-            )?,
-            Finish::Failed { reason } => tx.execute(
-                "UPDATE notification_log SET status = 'failed', reasons = ?2, attempts = attempts + 1,
-                   next_attempt_at = NULL, finished_at = ?3, updated_at = ?3
-                 WHERE id = ?1 AND status = 'sending'",
-                params![log_id, reason, now],
-            )?,
-        };
-        if changed != 1 {
+        if !finish_in(&tx, log_id, finish, attempt, now_ms())? {
             return Err(Error::NotFound(format!("notification log {log_id} in state sending")));
         }
-        tx.execute(
-            "INSERT INTO attempt (log_id, started_at, duration_ms, http_status, outcome, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                log_id,
-                attempt.started_at,
-                attempt.duration_ms,
-                attempt.http_status,
-                attempt.outcome,
-                attempt.error
-            ],
-        )?;
         tx.commit()?;
         Ok(())
     }
@@ -367,5 +331,213 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(generation)
+    }
+}
+
+/// One recorded outcome for [`Store::finish_batch`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The notification log id (in `sending`).
+    pub log_id: i64,
+    /// Its new state.
+    pub finish: Finish,
+    /// The attempt.
+    pub attempt: Attempt,
+}
+
+impl Store {
+    /// Claims up to `limit` due `queued` rows of one provider, oldest first, first-in first-out
+    /// per patient: a row is taken only when no earlier row of the same patient for the same
+    /// provider is still `queued` or `sending`, so a later dose never overtakes an earlier one
+    /// (not even one waiting out a retry delay).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn claim_for(
+        &mut self,
+        provider_id: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Claim>> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let claims = {
+            // The (provider_id, status) index holds rowids in order, so ORDER BY id walks it.
+            let mut stmt = tx.prepare_cached(
+                "SELECT n.id, n.vaccination_id, n.provider_id, n.control_id, n.message, n.attempts
+                 FROM notification_log n JOIN vaccination v ON v.id = n.vaccination_id
+                 WHERE n.provider_id = ?1 AND n.status = 'queued' AND n.next_attempt_at <= ?2
+                   AND NOT EXISTS (
+                     SELECT 1 FROM vaccination pv
+                     JOIN notification_log e ON e.vaccination_id = pv.id
+                     WHERE pv.patient_id = v.patient_id AND e.id < n.id
+                       AND e.provider_id = n.provider_id AND e.status IN ('queued', 'sending'))
+                 ORDER BY n.id LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(
+                params![provider_id, now_ms, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| {
+                    Ok(Claim {
+                        log_id: r.get(0)?,
+                        vaccination_id: r.get(1)?,
+                        provider_id: r.get(2)?,
+                        control_id: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                        message: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                        attempts: r.get(5)?,
+                    })
+                },
+            )?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        {
+            let mut upd = tx.prepare_cached(
+                "UPDATE notification_log SET status = 'sending', updated_at = ?2 WHERE id = ?1",
+            )?;
+            for c in &claims {
+                upd.execute(params![c.log_id, now_ms])?;
+            }
+        }
+        tx.commit()?;
+        Ok(claims)
+    }
+
+    /// Records many send outcomes in one transaction (one fsync for all: the forwarder's group
+    /// commit). Each row moves with its attempt; a row not in `sending` is skipped and its id
+    /// returned.
+    ///
+    /// # Errors
+    /// SQLite errors (then nothing of the batch is recorded).
+    pub fn finish_batch(&mut self, outcomes: &[Outcome]) -> Result<Vec<i64>> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = now_ms();
+        let mut skipped = Vec::new();
+        for o in outcomes {
+            if finish_in(&tx, o.log_id, &o.finish, &o.attempt, now)? {
+                continue;
+            }
+            skipped.push(o.log_id);
+        }
+        tx.commit()?;
+        Ok(skipped)
+    }
+
+    /// Puts claimed rows that were never sent back to `queued`, with no attempt recorded (a
+    /// shutdown or a paused IIS).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn release(&mut self, log_ids: &[i64]) -> Result<usize> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut n = 0;
+        {
+            let mut upd = tx.prepare_cached(
+                "UPDATE notification_log SET status = 'queued', updated_at = ?2
+                 WHERE id = ?1 AND status = 'sending'",
+            )?;
+            let now = now_ms();
+            for id in log_ids {
+                n += upd.execute(params![id, now])?;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// When the next `queued` row of `provider_id` is due (ms), if any.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn next_due(&self, provider_id: &str) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT min(next_attempt_at) FROM notification_log
+                 WHERE provider_id = ?1 AND status = 'queued'",
+            )?
+            .query_row(params![provider_id], |r| r.get(0))?)
+    }
+
+    /// How many `queued` rows of `provider_id` are due at `now_ms`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn due_count(&self, provider_id: &str, now_ms: i64) -> Result<u64> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM notification_log
+                 WHERE provider_id = ?1 AND status = 'queued' AND next_attempt_at <= ?2",
+            )?
+            .query_row(params![provider_id, now_ms], |r| r.get(0))?)
+    }
+}
+
+/// Moves one `sending` row to its outcome and records the attempt; false when the row was not
+/// in `sending`.
+fn finish_in(
+    tx: &Transaction<'_>,
+    log_id: i64,
+    finish: &Finish,
+    attempt: &Attempt,
+    now: i64,
+) -> Result<bool> {
+    let changed = match finish {
+        Finish::Accepted { ack_code, ack, ack_errors }
+        | Finish::Rejected { ack_code, ack, ack_errors } => {
+            let status =
+                if matches!(finish, Finish::Accepted { .. }) { "accepted" } else { "rejected" };
+            tx.prepare_cached(
+                "UPDATE notification_log SET status = ?2, ack_code = ?3, ack = ?4,
+                   ack_errors = ?5, attempts = attempts + 1, next_attempt_at = NULL,
+                   finished_at = ?6, updated_at = ?6
+                 WHERE id = ?1 AND status = 'sending'",
+            )?
+            .execute(params![log_id, status, ack_code, ack, ack_errors, now])?
+        }
+        Finish::Retry { next_attempt_at } => tx
+            .prepare_cached(
+                "UPDATE notification_log SET status = 'queued', attempts = attempts + 1,
+                   next_attempt_at = ?2, updated_at = ?3
+                 WHERE id = ?1 AND status = 'sending'",
+            )?
+            .execute(params![log_id, next_attempt_at, now])?,
+        Finish::Failed { reason } => tx
+            .prepare_cached(
+                "UPDATE notification_log SET status = 'failed', reasons = ?2,
+                   attempts = attempts + 1, next_attempt_at = NULL, finished_at = ?3,
+                   updated_at = ?3
+                 WHERE id = ?1 AND status = 'sending'",
+            )?
+            .execute(params![log_id, reason, now])?,
+    };
+    if changed != 1 {
+        return Ok(false);
+    }
+    tx.prepare_cached(
+        "INSERT INTO attempt (log_id, started_at, duration_ms, http_status, outcome, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        log_id,
+        attempt.started_at,
+        attempt.duration_ms,
+        attempt.http_status,
+        attempt.outcome,
+        attempt.error
+    ])?;
+    Ok(true)
+}
+
+impl Store {
+    /// Queued message counts per provider (rows without a provider are listed as "").
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn queued_by_provider(&self) -> Result<Vec<(String, u64)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT coalesce(provider_id, ''), count(*) FROM notification_log
+             WHERE status = 'queued' GROUP BY provider_id ORDER BY 1",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 }

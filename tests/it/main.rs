@@ -2,6 +2,8 @@
 
 mod cli;
 mod corpus;
+mod credentials;
+mod forward;
 mod golden;
 mod hl7apy;
 mod props;
