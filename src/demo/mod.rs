@@ -1,12 +1,14 @@
 //! `izrelay demo`: the embedded default, grown issue by issue.
 //!
-//! The cycle that exists so far is *import → generate → queue → audit*: the built-in sample
-//! records (adult COVID-19 by CVX + NDC, a child's flu dose with a parent as NK1, a refusal, a
-//! historical dose, a name full of HL7 delimiters, and one record that cannot be sent) go into
-//! a real SQLite store in a temporary directory, become VXU messages checked by the Z22
-//! validator, and the demo ends with the audit staff would run: counts by state, one record's
-//! history, the invalid record's reasons. [`run`] reports whether everything behaved as
-//! expected.
+//! The cycle that exists so far is *import → generate → queue → forward → audit*: the built-in
+//! sample records (adult COVID-19 by CVX + NDC, a child's flu dose with a parent as NK1, a
+//! refusal, a historical dose, a name full of HL7 delimiters, and one record that cannot be
+//! sent) go into a real SQLite store in a temporary directory and become VXU messages checked
+//! by the Z22 validator; the forwarder then sends them over loopback HTTPS to the simulated IIS
+//! (`sim::iis`, a real TLS server on 127.0.0.1 with a generated certificate), which is down
+//! for its first moments so the retries show; the demo ends with the audit staff would run:
+//! counts by state, one record's history with its attempts and ACK, the invalid record's
+//! reasons. [`run`] reports whether everything behaved as expected.
 
 use std::io::Write;
 
@@ -37,6 +39,10 @@ pub struct Summary {
     pub invalid: Vec<String>,
     /// Queued messages the validator found an error in (must be none).
     pub messages_with_errors: usize,
+    /// Messages the simulated IIS accepted.
+    pub accepted: u64,
+    /// Attempts that failed during the simulated outage and were retried.
+    pub retried: u64,
 }
 
 impl Summary {
@@ -45,6 +51,8 @@ impl Summary {
         self.invalid == [INVALID_SAMPLE]
             && self.messages_with_errors == 0
             && self.queued + 1 == self.records
+            && self.accepted == self.queued as u64
+            && self.retried > 0
     }
 }
 
@@ -128,7 +136,15 @@ pub fn run(
         }
     }
 
-    writeln!(out, "\n== 3. audit")?;
+    writeln!(
+        out,
+        "\n== 3. forward over HTTPS to the simulated IIS (down for its first {OUTAGE_MS} ms)"
+    )?;
+    let (accepted, retried) = forward(out, store)?;
+    summary.accepted = accepted;
+    summary.retried = retried;
+
+    writeln!(out, "\n== 4. audit")?;
     for p in store.status().map_err(io)? {
         let counts: Vec<String> = p.counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
         writeln!(out, "   provider {}: {}", p.provider_id, counts.join(", "))?;
@@ -141,15 +157,26 @@ pub fn run(
         history.messages.len(),
         history.replays
     )?;
-    for (row, _) in &history.messages {
+    for (row, attempts) in &history.messages {
         writeln!(
             out,
-            "     log {}  {}  {}  MSH-10 {}",
+            "     log {}  {}  {}  MSH-10 {}  ACK {}",
             row.id,
             format_ms(row.created_at),
             row.status,
-            row.control_id.as_deref().unwrap_or("-")
+            row.control_id.as_deref().unwrap_or("-"),
+            row.ack_code.as_deref().unwrap_or("-")
         )?;
+        for a in attempts {
+            writeln!(
+                out,
+                "       attempt {}  {}  {}{}",
+                format_ms(a.started_at),
+                a.outcome,
+                a.http_status.map(|s| format!("HTTP {s}")).unwrap_or_default(),
+                a.error.as_deref().map(|e| format!("  {e}")).unwrap_or_default()
+            )?;
+        }
     }
     let invalid = store
         .log(&crate::store::audit::LogFilter {
@@ -168,10 +195,98 @@ pub fn run(
     let verdict = if summary.as_expected() { "as expected" } else { "NOT as expected" };
     writeln!(
         out,
-        "\n   records {}  queued {}  invalid {}  result: {verdict}",
+        "\n   records {}  queued {}  accepted {}  retried attempts {}  invalid {}  result: {verdict}",
         summary.records,
         summary.queued,
+        summary.accepted,
+        summary.retried,
         summary.invalid.len()
     )?;
     Ok(summary)
+}
+
+/// How long the simulated IIS is down at the start of the forward step.
+pub const OUTAGE_MS: u64 = 300;
+
+/// Starts the simulated IIS over TLS, imports its credentials, and drains the outbox to it.
+/// Returns (accepted, retried attempts).
+fn forward(out: &mut dyn Write, store: &mut Store) -> std::io::Result<(u64, u64)> {
+    use crate::config::vault::{Key, read_settings};
+    use crate::forwarder::{DrainOptions, ForwardConfig, ForwardSettings, drain};
+    use crate::sim::iis::{self, Account, Fault, Scheduled};
+    use crate::sim::tls::Identity;
+
+    let other = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let dir = store.path().parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let identity = Identity::self_signed().map_err(|e| other(&e))?;
+    let ca = dir.join("demo-iis-ca.pem");
+    std::fs::write(&ca, &identity.cert_pem)?;
+    let providers = ["PRV-001", "PRV-002"];
+    let accounts = providers
+        .iter()
+        .map(|p| Account {
+            user: format!("demo-{p}"),
+            password: format!("demo-password-{p}"),
+            facility: Some(format!("FAC-{p}")),
+        })
+        .collect();
+    let config = iis::Config {
+        accounts,
+        tls: Some(identity),
+        schedule: vec![Scheduled { from_ms: 0, until_ms: OUTAGE_MS, fault: Fault::Http503 }],
+        ..iis::Config::default()
+    };
+    let sim = rt.block_on(iis::start(([127, 0, 0, 1], 0).into(), config)).map_err(|e| other(&e))?;
+    writeln!(out, "   simulated IIS at {} (certificate {})", sim.url, ca.display())?;
+    let mut xml = String::from("<Settings>");
+    for p in providers {
+        xml.push_str(&format!(
+            "<setting providerId=\"{p}\"><value name=\"userName\">demo-{p}</value>\
+             <value name=\"password\">demo-password-{p}</value>\
+             <value name=\"iisEndpoint\">{}</value><value name=\"facilityId\">FAC-{p}</value></setting>",
+            sim.url
+        ));
+    }
+    xml.push_str("</Settings>");
+    let key = Key::generate().map_err(|e| other(&e))?;
+    let settings = read_settings(&xml).map_err(|e| other(&e))?;
+    store.import_credentials(&settings, &key, &[]).map_err(io)?;
+    let forward = ForwardConfig {
+        default: ForwardSettings {
+            ca_file: Some(ca),
+            retry_base_ms: 150,
+            retry_max_ms: 600,
+            circuit_failures: 0,
+            ..ForwardSettings::default()
+        },
+        ..ForwardConfig::default()
+    };
+    // The drain takes the store and gives it back.
+    let taken = Store::open(store.path()).map_err(io)?;
+    let options = DrainOptions { once: true, providers: Vec::new() };
+    let result = rt.block_on(async {
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        drain(taken, &key, &forward, &options, None, stopped).await
+    });
+    let deliveries = sim.deliveries();
+    rt.block_on(sim.stop());
+    let (_, report) = result.map_err(|e| other(&e))?;
+    let (mut accepted, mut retried) = (0, 0);
+    for p in &report.providers {
+        writeln!(
+            out,
+            "   {}: {} accepted ({} with warnings), {} rejected, {} retried",
+            p.provider_id, p.accepted, p.warnings, p.rejected, p.retried
+        )?;
+        accepted += p.accepted;
+        retried += p.retried;
+    }
+    writeln!(
+        out,
+        "   the IIS saw {} calls: {} during the outage (HTTP 503, retried with backoff)",
+        deliveries.len(),
+        deliveries.iter().filter(|d| d.fault.is_some()).count()
+    )?;
+    Ok((accepted, retried))
 }

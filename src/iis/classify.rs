@@ -124,7 +124,13 @@ pub fn classify(reply: &Reply, sent_control_id: &str) -> Disposition {
                 }
             }
         }
-        Err(e) => by_status(status, &format!("{e}: {}", snippet(body)), retry_after_ms),
+        Err(_) if body.iter().all(u8::is_ascii_whitespace) => {
+            by_status(status, "empty answer", retry_after_ms)
+        }
+        Err(_) if (200..300).contains(&status) => {
+            by_status(status, &format!("not a SOAP answer: {}", snippet(body)), retry_after_ms)
+        }
+        Err(_) => by_status(status, &snippet(body), retry_after_ms),
     }
 }
 
