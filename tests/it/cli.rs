@@ -21,8 +21,10 @@ fn demo_runs_and_reports_the_invalid_record() {
     let o = run(&["demo"]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
-    assert!(out.contains("records 6  queued 5  invalid 1"), "{out}");
-    assert!(out.contains("provider PRV-001: invalid 1, queued 4"), "{out}");
+    assert!(out.contains("records 6  queued 5  accepted 5"), "{out}");
+    assert!(out.contains("provider PRV-001: accepted 4, invalid 1"), "{out}");
+    assert!(out.contains("during the outage (HTTP 503"), "{out}");
+    assert!(out.contains("retry  HTTP 503"), "the history shows the failed attempt: {out}");
     assert!(out.contains("history of 0f8fad5b-d9cb-469f-a165-70867728950e: 1 message(s)"), "{out}");
     assert!(out.contains("vaccine.cvx: CVX 999 is not an administrable vaccine code"), "{out}");
     assert!(out.contains("result: as expected"), "{out}");
