@@ -9,7 +9,6 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use izrelay::config::vault::{Key, read_settings};
@@ -62,22 +61,35 @@ fn prepare(dir: &Path, n: usize, url: &str, key: &Key) -> std::path::PathBuf {
 
 fn run(label: &str, n: usize, concurrency: usize, latency: Latency) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sim_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
     let id = Identity::self_signed().expect("cert");
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, &id.cert_pem).expect("ca");
-    let sim = sim_rt
-        .block_on(iis::start(
-            "127.0.0.1:0".parse().expect("addr"),
-            iis::Config { tls: Some(id), latency, ..iis::Config::default() },
-        ))
-        .expect("sim");
+    // The simulator on its own thread and runtime, as `izrelay sim iis` runs it.
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let sim_thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let sim = iis::start(
+                "127.0.0.1:0".parse().expect("addr"),
+                iis::Config { tls: Some(id), latency, ..iis::Config::default() },
+            )
+            .await
+            .expect("sim");
+            url_tx.send(sim.url.clone()).expect("url");
+            let _ = stop_rx.await;
+            let n = sim.deliveries().len();
+            sim.stop().await;
+            n
+        })
+    });
+    let url = url_rx.recv().expect("sim url");
     let key = Key::generate().expect("key");
-    let db = prepare(dir.path(), n, &sim.url, &key);
+    let db = prepare(dir.path(), n, &url, &key);
     let settings = ForwardSettings {
         concurrency,
         ca_file: Some(ca),
@@ -107,8 +119,8 @@ fn run(label: &str, n: usize, concurrency: usize, latency: Latency) -> f64 {
     let accepted: u64 = report.providers.iter().map(|p| p.accepted).sum();
     assert_eq!(accepted, n as u64, "{report:?}");
     drop(store);
-    let deliveries = sim.deliveries().len();
-    sim_rt.block_on(sim.stop());
+    let _ = stop_tx.send(());
+    let deliveries = sim_thread.join().expect("sim thread");
     println!(
         "{label}: {n} messages, concurrency {concurrency}: {secs:.2} s, {:.0} messages/s ({deliveries} deliveries)",
         n as f64 / secs
@@ -124,7 +136,6 @@ fn main() {
         let secs = run("tls, 0 ms latency", n, c, Latency::None);
         rates.push((c, n as f64 / secs));
     }
-    let _ = Arc::new(());
     if !quick {
         let secs = run("tls, 200 ms latency", 2_000, 8, Latency::Fixed(200));
         println!(

@@ -414,3 +414,46 @@ fn a_security_fault_pauses_only_that_iis_and_reimport_resumes_it() {
     assert_eq!(site.counts(), BTreeMap::from([("accepted".to_owned(), 40)]));
     assert_no_password(&site, &[PASSWORD_A, PASSWORD_B, "not-the-password"]);
 }
+
+#[test]
+fn an_outage_opens_the_circuit_a_probe_closes_it_and_sigterm_stops_cleanly() {
+    let mut site = Site::new("circuit_failures = 3\ncircuit_probe_ms = 150\nconcurrency = 2\n");
+    let entries = [("PRV-A", "clinic-a", PASSWORD_A)];
+    let mut args = sim_accounts(&entries);
+    args.extend(["--schedule", "http503@0-1500", "--schedule", "drop@1500-2000"].map(String::from));
+    let sim = Sim::start(site.dir.path(), &args.iter().map(String::as_str).collect::<Vec<_>>());
+    write_settings(&site.path("Settings.xml"), &sim.url, &entries);
+    write_records(&site.path("records.ndjson"), "PRV-A", 40);
+    site.ok(&["credentials", "import", site.path("Settings.xml").to_str().expect("utf8")]);
+    site.ok(&["import", site.path("records.ndjson").to_str().expect("utf8")]);
+    let log = std::fs::File::create(site.path("forward.log")).expect("log");
+    let mut child = site
+        .cmd()
+        .args(["forward"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("forward starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while site.counts().get("accepted").copied().unwrap_or(0) < 40 {
+        assert!(std::time::Instant::now() < deadline, "not drained: {:?}", site.counts());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(term.success());
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
+    let log = std::fs::read_to_string(site.path("forward.log")).expect("log");
+    assert_eq!(log.matches("circuit open").count(), 1, "one alert per state change: {log}");
+    assert!(log.contains("circuit closed"), "{log}");
+    let deliveries = sim.deliveries();
+    let outage_submits =
+        deliveries.iter().filter(|d| d.op == "submit" && d.fault.is_some()).count();
+    let probes = deliveries.iter().filter(|d| d.op == "ping").count();
+    assert!(probes >= 2, "the open circuit is probed: {probes}");
+    assert!(
+        outage_submits <= 3 + 2 * 2,
+        "sending stops once the circuit opens: {outage_submits} messages sent into the outage"
+    );
+    assert_eq!(site.counts(), BTreeMap::from([("accepted".to_owned(), 40)]));
+}
