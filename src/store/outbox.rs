@@ -349,7 +349,8 @@ pub struct Outcome {
 /// every earlier one (quadratic: 400 ms per claim at 2,000 queued). Pinned instead: the
 /// (provider_id, status) index holds rowids in order, so `ORDER BY id` walks it and stops at
 /// the limit; the per-patient check goes patient → vaccinations → their rows.
-pub(crate) const CLAIM_SQL: &str = "SELECT n.id, n.vaccination_id, n.provider_id, n.control_id, n.message, n.attempts
+pub(crate) const CLAIM_SQL: &str =
+    "SELECT n.id, n.vaccination_id, n.provider_id, n.control_id, n.message, n.attempts
      FROM notification_log n INDEXED BY notification_log_provider
      JOIN vaccination v ON v.id = n.vaccination_id
      WHERE n.provider_id = ?1 AND n.status = 'queued' AND n.next_attempt_at <= ?2

@@ -417,7 +417,7 @@ fn a_security_fault_pauses_only_that_iis_and_reimport_resumes_it() {
 
 #[test]
 fn an_outage_opens_the_circuit_a_probe_closes_it_and_sigterm_stops_cleanly() {
-    let mut site = Site::new("circuit_failures = 3\ncircuit_probe_ms = 150\nconcurrency = 2\n");
+    let mut site = Site::new("circuit_failures = 3\nconcurrency = 2\n");
     let entries = [("PRV-A", "clinic-a", PASSWORD_A)];
     let mut args = sim_accounts(&entries);
     args.extend(["--schedule", "http503@0-1500", "--schedule", "drop@1500-2000"].map(String::from));
@@ -439,7 +439,8 @@ fn an_outage_opens_the_circuit_a_probe_closes_it_and_sigterm_stops_cleanly() {
         assert!(std::time::Instant::now() < deadline, "not drained: {:?}", site.counts());
         std::thread::sleep(Duration::from_millis(100));
     }
-    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let term =
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(term.success());
     let status = child.wait().expect("wait");
     assert!(status.success(), "SIGTERM is a clean stop: {status:?}");

@@ -9,4 +9,5 @@ mod hl7apy;
 mod props;
 mod store;
 mod tables;
+mod tls;
 mod util;
