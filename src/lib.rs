@@ -8,6 +8,12 @@
 //!
 //! - [`record`]: the canonical vaccination record (the import format).
 //! - [`hl7`]: VXU generation, record and message validation, ACK parsing.
+//! - [`store`]: the SQLite outbox, notification log, audit queries, sealed IIS credentials.
+//! - [`pull`]: file import (Dataverse comes next).
+//! - [`config`]: the TOML configuration and the credential vault (`config::vault`).
+//! - [`iis`]: the CDC SOAP envelopes, the HTTPS client, the classification of answers.
+//! - [`forwarder`]: the drain loop to each IIS.
+//! - [`sim`]: the simulated IIS (and TLS for it), for the demo and the tests.
 //! - [`demo`]: the embedded default run by `izrelay demo`.
 
 #![forbid(unsafe_code)]

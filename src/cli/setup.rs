@@ -6,9 +6,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-/// The credential key file inside the data directory (used by the vault).
-pub(crate) const KEY_FILE: &str = "izrelay.key";
-
 #[derive(Debug, clap::Args)]
 pub(crate) struct InitArgs {
     /// Overwrite an existing config file.
@@ -65,15 +62,11 @@ pub(crate) fn init(
         std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("cannot restrict {}", data_dir.display()))?;
     }
-    let key_path = data_dir.join(KEY_FILE);
+    let key_path = data_dir.join(izrelay::config::vault::KEY_FILE);
     if key_path.exists() {
         println!("{} exists; keeping it", key_path.display());
     } else {
-        let mut key = [0u8; 32];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
-            .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
-        write_private(&key_path, &key)
-            .with_context(|| format!("cannot write {}", key_path.display()))?;
+        izrelay::config::vault::Key::load_or_create(&data_dir)?;
         println!(
             "created {} (keep it: credentials sealed with it cannot be read without it)",
             key_path.display()

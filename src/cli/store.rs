@@ -21,6 +21,19 @@ pub(crate) const DB_FILE: &str = "izrelay.db";
 /// at its start) may put them back to `queued`, or an audit command run beside a running
 /// daemon would re-queue messages that are in flight.
 pub(crate) fn open(data_dir: &Path) -> anyhow::Result<Store> {
+    if !data_dir.exists() {
+        // The data directory holds PHI and the key: only its owner may enter it.
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder
+            .create(data_dir)
+            .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    }
     let path = data_dir.join(DB_FILE);
     Store::open(&path).with_context(|| format!("cannot open the database {}", path.display()))
 }

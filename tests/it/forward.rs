@@ -413,6 +413,12 @@ fn a_security_fault_pauses_only_that_iis_and_reimport_resumes_it() {
     assert!(out.contains("PRV-A: 20 accepted"), "{out}");
     assert_eq!(site.counts(), BTreeMap::from([("accepted".to_owned(), 40)]));
     assert_no_password(&site, &[PASSWORD_A, PASSWORD_B, "not-the-password"]);
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&site.path("data")), 0o700, "created without init");
+        assert_eq!(mode(&site.path("data/izrelay.db")), 0o600);
+        assert_eq!(mode(&site.path("data/izrelay.key")), 0o600);
+    }
 }
 
 #[test]
