@@ -2,7 +2,7 @@
 //!
 //! - [`settings`]: timeouts, concurrency, retry and TLS settings per IIS (from the config).
 //! - [`backoff`]: the retry schedule, a pure function.
-//! - [`drain`]: one worker per IIS endpoint, a store thread that claims rows and records
+//! - [`mod@drain`]: one worker per IIS endpoint, a store thread that claims rows and records
 //!   outcomes in group commits, per-patient first-in first-out, a circuit breaker per IIS.
 //!
 //! What never happens: a row marked `accepted` without the ACK stored in the same transaction;
