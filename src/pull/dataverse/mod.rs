@@ -10,5 +10,6 @@
 //! with the rest of the Dataverse issue.
 
 pub mod client;
+pub mod mapping;
 
 pub use client::{Client, Error, Settings};
