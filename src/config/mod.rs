@@ -49,6 +49,8 @@ pub struct Config {
     pub profiles: Profiles,
     /// How to reach each IIS (timeouts, retries, TLS) per provider.
     pub forward: ForwardConfig,
+    /// The Dataverse environment and mapping, when configured.
+    pub dataverse: Option<crate::pull::dataverse::DataverseConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,6 +68,9 @@ struct Raw {
     /// Per-provider settings, keyed by provider id (IIS account number).
     #[serde(default)]
     provider: BTreeMap<String, RawProvider>,
+    /// The Dataverse environment and mapping.
+    #[serde(default)]
+    dataverse: Option<toml::Table>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,10 +139,26 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
             }
         }
     }
+    let dataverse = raw.dataverse.as_ref().and_then(|t| {
+        // Not key by key: `vaccination` is required, so a key alone would always fail.
+        let d: crate::pull::dataverse::DataverseConfig =
+            match toml::Value::Table(t.clone()).try_into() {
+                Ok(d) => d,
+                Err(e) => {
+                    problems.push(format!("dataverse: {}", e.to_string().trim().replace('\n', " ")));
+                    return None;
+                }
+            };
+        let found = d.problems("dataverse");
+        let ok = found.is_empty();
+        problems.extend(found);
+        ok.then_some(d)
+    });
     if !problems.is_empty() {
         return Err(invalid(problems));
     }
     Ok(Config {
+        dataverse,
         data_dir: raw.data_dir,
         profiles: Profiles { default: default.unwrap_or_default(), by_provider },
         forward: ForwardConfig {

@@ -13,3 +13,79 @@ pub mod client;
 pub mod mapping;
 
 pub use client::{Client, Error, Settings};
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// `[dataverse]` in the config file: the environment and the mapping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataverseConfig {
+    /// The environment URL, e.g. `https://contoso.crm.dynamics.com`; empty = Dataverse not used.
+    #[serde(default)]
+    pub url: String,
+    /// Entra ID tenant id.
+    #[serde(default)]
+    pub tenant_id: String,
+    /// The app registration's application (client) id. Its secret is sealed in the vault
+    /// (`izrelay credentials dataverse-secret`).
+    #[serde(default)]
+    pub client_id: String,
+    /// The token endpoint, when not Entra ID's public one.
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// Rows per page (at most 5,000).
+    #[serde(default = "page_size")]
+    pub page_size: usize,
+    /// Extra trust anchors (PEM).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The vaccination table and its mapping to the canonical record.
+    pub vaccination: mapping::Mapping,
+}
+
+fn page_size() -> usize {
+    1000
+}
+
+impl DataverseConfig {
+    /// True when an environment is configured.
+    pub fn enabled(&self) -> bool {
+        !self.url.trim().is_empty()
+    }
+
+    /// The client settings.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            url: self.url.clone(),
+            tenant_id: self.tenant_id.clone(),
+            client_id: self.client_id.clone(),
+            token_url: self.token_url.clone(),
+            page_size: self.page_size,
+            ca_file: self.ca_file.clone(),
+            ..Settings::default()
+        }
+    }
+
+    /// Every problem, each prefixed by `key`.
+    pub fn problems(&self, key: &str) -> Vec<String> {
+        let mut p = self.vaccination.problems(&format!("{key}.vaccination"));
+        if !(1..=5000).contains(&self.page_size) {
+            p.push(format!("{key}.page_size: {} is not between 1 and 5000", self.page_size));
+        }
+        if self.enabled() {
+            match reqwest::Url::parse(&self.url) {
+                Ok(u) if u.scheme() == "https" || crate::iis::client::is_loopback(&u) => {}
+                Ok(_) => p.push(format!("{key}.url: must be https")),
+                Err(e) => p.push(format!("{key}.url: {e}")),
+            }
+            for (name, v) in [("tenant_id", &self.tenant_id), ("client_id", &self.client_id)] {
+                if v.trim().is_empty() {
+                    p.push(format!("{key}.{name}: required when url is set"));
+                }
+            }
+        }
+        p
+    }
+}
