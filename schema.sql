@@ -105,4 +105,12 @@ CREATE TABLE audit_event (
 ) STRICT;
 CREATE INDEX audit_event_at ON audit_event(at);
 
-PRAGMA user_version = 1;
+-- Other sealed secrets (the Dataverse client secret), AES-256-GCM with the name as associated
+-- data, like iis_endpoint.password_sealed. Added in version 2.
+CREATE TABLE secret (
+    name            TEXT PRIMARY KEY,
+    sealed          BLOB NOT NULL,
+    updated_at      INTEGER NOT NULL
+) STRICT;
+
+PRAGMA user_version = 2;

@@ -28,6 +28,9 @@ pub(crate) enum Command {
     /// Re-seal every password with a new key (IZRELAY_NEW_KEY when the key comes from
     /// IZRELAY_KEY).
     RotateKey,
+    /// Seal the Dataverse client secret, read from the first line of standard input or from
+    /// IZRELAY_DATAVERSE_SECRET (never from the command line, where `ps` would show it).
+    DataverseSecret,
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,7 +61,31 @@ pub(crate) fn run(ctx: &Ctx, cmd: &Command) -> anyhow::Result<ExitCode> {
         Command::List(args) => list(ctx, args),
         Command::Remove(args) => remove(ctx, args),
         Command::RotateKey => rotate_key(ctx),
+        Command::DataverseSecret => dataverse_secret(ctx),
     }
+}
+
+/// The name the Dataverse client secret is stored under.
+pub(crate) const DATAVERSE_SECRET: &str = "dataverse";
+
+fn dataverse_secret(ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let value = match std::env::var("IZRELAY_DATAVERSE_SECRET") {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).context("cannot read standard input")?;
+            line
+        }
+    };
+    let value = value.trim_end_matches(['\r', '\n']);
+    if value.is_empty() {
+        anyhow::bail!("no secret given: pipe it on standard input or set IZRELAY_DATAVERSE_SECRET");
+    }
+    let mut store = open(&ctx.data_dir)?;
+    let key = Key::load_or_create(&ctx.data_dir)?;
+    store.set_secret(DATAVERSE_SECRET, &vault::Secret::new(value), &key)?;
+    println!("Dataverse client secret sealed in {}", store.path().display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn import(ctx: &Ctx, args: &ImportArgs) -> anyhow::Result<ExitCode> {

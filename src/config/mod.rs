@@ -141,14 +141,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
     }
     let dataverse = raw.dataverse.as_ref().and_then(|t| {
         // Not key by key: `vaccination` is required, so a key alone would always fail.
-        let d: crate::pull::dataverse::DataverseConfig =
-            match toml::Value::Table(t.clone()).try_into() {
-                Ok(d) => d,
-                Err(e) => {
-                    problems.push(format!("dataverse: {}", e.to_string().trim().replace('\n', " ")));
-                    return None;
-                }
-            };
+        let d: crate::pull::dataverse::DataverseConfig = match toml::Value::Table(t.clone())
+            .try_into()
+        {
+            Ok(d) => d,
+            Err(e) => {
+                problems.push(format!("dataverse: {}", e.to_string().trim().replace('\n', " ")));
+                return None;
+            }
+        };
         let found = d.problems("dataverse");
         let ok = found.is_empty();
         problems.extend(found);

@@ -277,9 +277,59 @@ fn reseal(tx: &Transaction<'_>, old: &Key, new: &Key) -> Result<usize> {
         let password = old.open(provider_id, sealed)?;
         update.execute(params![provider_id, new.seal(provider_id, password.expose())?])?;
     }
-    let detail = serde_json::json!({ "resealed": rows.len() });
+    let secrets: Vec<(String, Vec<u8>)> = {
+        let mut stmt = tx.prepare("SELECT name, sealed FROM secret")?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?
+    };
+    let mut update_secret = tx.prepare("UPDATE secret SET sealed = ?2 WHERE name = ?1")?;
+    for (name, sealed) in &secrets {
+        let aad = secret_aad(name);
+        let value = old.open(&aad, sealed)?;
+        update_secret.execute(params![name, new.seal(&aad, value.expose())?])?;
+    }
+    let detail = serde_json::json!({ "resealed": rows.len() + secrets.len() });
     audit(tx, "credentials-rotate-key", None, Some(&detail.to_string()))?;
-    Ok(rows.len())
+    Ok(rows.len() + secrets.len())
+}
+
+/// The associated data of a named secret: never equal to a provider id's.
+fn secret_aad(name: &str) -> String {
+    format!("secret:{name}")
+}
+
+impl Store {
+    /// Seals and stores a named secret (e.g. `dataverse`: the Dataverse client secret),
+    /// replacing an older value; writes an audit event (without the value).
+    ///
+    /// # Errors
+    /// Sealing and SQLite errors.
+    pub fn set_secret(&mut self, name: &str, value: &Secret, key: &Key) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let sealed = key.seal(&secret_aad(name), value.expose())?;
+        tx.execute(
+            "INSERT INTO secret (name, sealed, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+            params![name, sealed, super::now_ms()],
+        )?;
+        audit(&tx, "secret-set", Some(name), None)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Opens a named secret, if stored.
+    ///
+    /// # Errors
+    /// [`vault::Error::WrongKey`] when `key` is not the one it was sealed with; SQLite errors.
+    pub fn secret(&self, name: &str, key: &Key) -> Result<Option<Secret>> {
+        let sealed: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT sealed FROM secret WHERE name = ?1", params![name], |r| r.get(0))
+            .optional()?;
+        match sealed {
+            Some(s) => Ok(Some(key.open(&secret_aad(name), &s)?)),
+            None => Ok(None),
+        }
+    }
 }
 
 const ENDPOINT_SQL: &str = "SELECT provider_id, endpoint, facility_id, user_name, \
@@ -592,6 +642,32 @@ mod tests {
             store.endpoint("PRV-001", &new)?.map(|e| e.password),
             Some(Secret::new(PASSWORD))
         );
+        Ok(())
+    }
+
+    #[test]
+    fn named_secrets_are_sealed_and_follow_key_rotation() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::Corrupt(e.to_string()))?;
+        let mut store = Store::open(&dir.path().join("t.db"))?;
+        let old = Key::generate()?;
+        store.set_secret("dataverse", &Secret::new("dv-client-secret-93"), &old)?;
+        store.set_secret("dataverse", &Secret::new("dv-client-secret-94"), &old)?;
+        assert_eq!(
+            store.secret("dataverse", &old)?.map(|s| s.expose().to_owned()).as_deref(),
+            Some("dv-client-secret-94")
+        );
+        assert!(store.secret("missing", &old)?.is_none());
+        let new = Key::generate()?;
+        assert!(matches!(store.secret("dataverse", &new), Err(Error::Vault(_))));
+        store.rotate_key(&old, &new)?;
+        assert_eq!(
+            store.secret("dataverse", &new)?.map(|s| s.expose().to_owned()).as_deref(),
+            Some("dv-client-secret-94")
+        );
+        drop(store);
+        let bytes =
+            std::fs::read(dir.path().join("t.db")).map_err(|e| Error::Corrupt(e.to_string()))?;
+        assert!(!bytes.windows(19).any(|w| w == b"dv-client-secret-94"));
         Ok(())
     }
 }

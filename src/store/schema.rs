@@ -7,7 +7,7 @@
 use rusqlite::Transaction;
 
 /// The schema version this binary writes.
-pub const END_VERSION: u32 = 1;
+pub const END_VERSION: u32 = 2;
 
 /// The complete current schema.
 pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
@@ -16,7 +16,16 @@ pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 pub(crate) fn upgrade_from(tx: &Transaction<'_>, version: u32) -> rusqlite::Result<()> {
     match version {
         0 => tx.execute_batch(SCHEMA_SQL),
-        // Future steps: `1 => { tx.execute_batch("ALTER TABLE …")?; upgrade_from(tx, 2) }`.
+        1 => {
+            tx.execute_batch(
+                "CREATE TABLE secret (
+    name            TEXT PRIMARY KEY,
+    sealed          BLOB NOT NULL,
+    updated_at      INTEGER NOT NULL
+) STRICT;",
+            )?;
+            upgrade_from(tx, 2)
+        }
         _ => Ok(()),
     }
 }
