@@ -10,6 +10,7 @@ mod credentials;
 mod demo;
 mod forward;
 mod hl7;
+mod pull;
 mod setup;
 mod sim;
 mod store;
@@ -64,6 +65,8 @@ enum Command {
     /// IIS credentials: import a Settings.xml, list, remove, rotate the key.
     #[command(subcommand)]
     Credentials(credentials::Command),
+    /// Read the Dataverse vaccination table into the outbox (one pass).
+    Pull(pull::PullArgs),
     /// Send queued messages to each IIS (SOAP submitSingleMessage).
     Forward(forward::ForwardArgs),
     /// Talk to an IIS directly: `ping` (connectivityTest).
@@ -94,6 +97,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Purge(args) => store::purge(&Ctx::load(cli.config, cli.data_dir)?, &args),
         Command::Credentials(cmd) => credentials::run(&Ctx::load(cli.config, cli.data_dir)?, &cmd),
+        Command::Pull(args) => pull::pull(&Ctx::load(cli.config, cli.data_dir)?, &args),
         Command::Forward(args) => forward::forward(&Ctx::load(cli.config, cli.data_dir)?, &args),
         Command::Iis(cmd) => forward::iis(&Ctx::load(cli.config, cli.data_dir)?, &cmd),
         Command::Sim(cmd) => sim::run(&cmd),

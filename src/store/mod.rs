@@ -52,6 +52,12 @@ pub enum Error {
     /// No such row.
     #[error("{0} not found")]
     NotFound(String),
+    /// The record came from Dataverse and could not be mapped; it cannot be regenerated here.
+    #[error(
+        "vaccination {0} could not be mapped from its Dataverse row (see `izrelay history {0}` \
+         for the fields and columns); fix it in Dataverse and the next pull brings it back"
+    )]
+    Unmapped(String),
     /// Credentials could not be sealed, opened or checked (wrong key, bad settings).
     #[error(transparent)]
     Vault(#[from] crate::config::vault::Error),

@@ -313,6 +313,9 @@ impl Store {
             .optional()?;
         let (json, hash) =
             row.ok_or_else(|| Error::NotFound(format!("vaccination {vaccination_id}")))?;
+        if json.starts_with("{\"unmapped\":") {
+            return Err(Error::Unmapped(vaccination_id.to_owned()));
+        }
         let rec: Record = serde_json::from_str(&json)
             .map_err(|e| Error::Corrupt(format!("vaccination {vaccination_id}: {e}")))?;
         let generated = generate(&rec, profiles.get(rec.provider_id.as_deref()), now);

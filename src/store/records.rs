@@ -108,6 +108,38 @@ impl Prepared {
     }
 }
 
+impl Prepared {
+    /// A source row that could not be mapped to a record (Dataverse): it is kept, under its
+    /// id, as the raw row (`{"unmapped": row}`), and when complete gets an `invalid`
+    /// notification log row holding every mapping error (field and column), so it shows in the
+    /// audit and is fixed at the source; the next pull brings the fixed row as a new version.
+    #[allow(clippy::too_many_arguments)]
+    pub fn unmappable(
+        vaccination_id: String,
+        provider_id: Option<String>,
+        completed: bool,
+        generate_hl7: bool,
+        modified_on: Option<String>,
+        row: &serde_json::Value,
+        violations: Vec<crate::hl7::Violation>,
+    ) -> Result<Self> {
+        let json = serde_json::to_string(&serde_json::json!({ "unmapped": row }))
+            .map_err(|e| Error::Corrupt(e.to_string()))?;
+        let hash = record_hash(&json);
+        let key = Key {
+            vaccination_id,
+            provider_id,
+            patient_id: String::new(),
+            cvx: String::new(),
+            lot: None,
+            completed,
+            generate_hl7,
+            modified_on,
+        };
+        Ok(Self { key, json, hash, generated: completed.then_some(Err(violations)) })
+    }
+}
+
 impl Store {
     /// Takes a batch of records in one transaction.
     ///

@@ -1,0 +1,68 @@
+//! `izrelay pull`: one pass over the Dataverse vaccination table into the outbox.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use izrelay::config::vault::Key;
+use izrelay::pull::dataverse::{Client, pull::pull_all};
+
+use super::Ctx;
+use super::credentials::DATAVERSE_SECRET;
+use super::store::open;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct PullArgs {
+    /// One pass, then exit (what `pull` always does; the periodic loop is `izrelay run`).
+    #[arg(long)]
+    once: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn pull(ctx: &Ctx, args: &PullArgs) -> anyhow::Result<ExitCode> {
+    let _ = args.once;
+    let dv = ctx
+        .config
+        .dataverse
+        .as_ref()
+        .filter(|d| d.enabled())
+        .context("Dataverse is not configured: set [dataverse] url, tenant_id and client_id")?;
+    let mut store = open(&ctx.data_dir)?;
+    let key = Key::load(&ctx.data_dir)?;
+    let secret = store.secret(DATAVERSE_SECRET, &key)?.context(
+        "no Dataverse client secret: pipe it into `izrelay credentials dataverse-secret`",
+    )?;
+    let client = Client::new(dv.settings(), secret)?;
+    let now = chrono::Local::now().fixed_offset();
+    let report = super::forward::runtime()?.block_on(pull_all(
+        &client,
+        &dv.vaccination,
+        &mut store,
+        &ctx.config.profiles,
+        now,
+    ))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let c = &report.intake;
+        println!(
+            "pulled {} rows in {} pages: {} new, {} changed, {} unchanged, {} not completed; \
+             {} messages queued, {} invalid, {} rows not mappable",
+            report.rows,
+            report.pages,
+            c.new,
+            c.changed,
+            c.unchanged,
+            c.not_completed,
+            c.queued,
+            c.invalid,
+            report.unmappable
+        );
+    }
+    Ok(if report.unmappable > 0 || report.intake.invalid > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
