@@ -1,0 +1,160 @@
+//! Pulling from Dataverse, in process against the simulated Web API over loopback HTTP:
+//! 12,000 rows across pages, a 429 storm, an unmappable row kept with its field and column,
+//! and *Generate HL7* yielding a new message.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use izrelay::config::vault::Secret;
+use izrelay::pull::dataverse::pull::{PullReport, pull_all};
+use izrelay::pull::dataverse::{Client, DataverseConfig};
+use izrelay::sim::dataverse::{self as dv, Table};
+use izrelay::store::Store;
+use serde_json::{Value, json};
+
+use crate::util::root;
+
+const SET: &str = "msemr_medicationadministrations";
+const PK: &str = "msemr_medicationadministrationid";
+
+/// The shipped default mapping (`packaging/config.example.toml`), pointed at the simulator.
+fn config(url: &str) -> (DataverseConfig, izrelay::config::Config) {
+    let text = std::fs::read_to_string(root().join("packaging/config.example.toml")).expect("example");
+    let text = text.replace(
+        "# url = \"https://contoso.crm.dynamics.com\"",
+        &format!("url = \"{url}\"\ntenant_id = \"sim-tenant\"\nclient_id = \"sim-client\""),
+    );
+    let c = izrelay::config::parse(Path::new("example"), &text).expect("config");
+    (c.dataverse.clone().expect("dataverse"), c)
+}
+
+/// A row shaped as the default mapping expects, with its lookups expanded.
+fn row(i: usize, completed: bool) -> Value {
+    json!({
+        PK: format!("00000000-0000-4000-8000-{i:012}"),
+        "msemr_status": if completed { 935000002 } else { 935000000 },
+        "izr_generatehl7": false,
+        "izr_ndc": "00069-2432-01",
+        "izr_lotnumber": format!("LOT{i}"),
+        "izr_lotexpiration": "2027-03-31",
+        "izr_doseml": 0.3,
+        "izr_dosenumber": 1,
+        "msemr_effectivedatetime": "2026-11-20T09:30:00Z",
+        "izr_vfceligibility": "V01",
+        "izr_fundingsource": "VXC50",
+        "msemr_perfomeronbehalfof": {"accountnumber": "PRV-001"},
+        "msemr_subjecttypepatient": {"msemr_medicalrecordnumber": format!("MRN-{i}"), "lastname": "O'Brien",
+            "firstname": "Mary", "birthdate": "1980-02-29", "gendercode": 2},
+        "msemr_medicationreferencenew": {"izr_cvx": "309", "izr_mvx": "PFR"},
+        "msemr_dosageroute": {"msemr_code": "C28161"},
+        "msemr_dosagesite": {"msemr_code": "LD"},
+        "izr_location": {"msemr_locationnumber": "FAC-17", "msemr_name": "Elm Street Clinic"},
+        "izr_vaccinator": {"msemr_qualification1identifier": "1234567893", "lastname": "Lee", "firstname": "Ana"}
+    })
+}
+
+struct Env {
+    rt: tokio::runtime::Runtime,
+    sim: dv::Running,
+    store: Store,
+    client: Client,
+    dv: DataverseConfig,
+    config: izrelay::config::Config,
+    _dir: tempfile::TempDir,
+}
+
+fn env(sim_config: dv::Config, rows: usize) -> Env {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("rt");
+    let mut table = Table::new(SET, "msemr_medicationadministration", PK);
+    table.change_tracking = true;
+    let sim = rt
+        .block_on(dv::start(([127, 0, 0, 1], 0).into(), dv::Config { tables: vec![table], ..sim_config }))
+        .expect("sim");
+    for i in 0..rows {
+        sim.upsert_row(SET, row(i, i % 4 != 3));
+    }
+    let (dv, config) = config(&sim.url);
+    let mut settings = dv.settings();
+    settings.token_url = Some(sim.token_url());
+    settings.retry_base_ms = 20;
+    settings.retry_max_ms = 200;
+    let client = Client::new(settings, Secret::new("sim-secret")).expect("client");
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Store::open(&dir.path().join("izrelay.db")).expect("store");
+    Env { rt, sim, store, client, dv, config, _dir: dir }
+}
+
+impl Env {
+    fn pull(&mut self) -> PullReport {
+        let now = chrono::Local::now().fixed_offset();
+        self.rt
+            .block_on(pull_all(&self.client, &self.dv.vaccination, &mut self.store, &self.config.profiles, now))
+            .expect("pull")
+    }
+
+    fn counts(&self) -> BTreeMap<String, u64> {
+        let mut m = BTreeMap::new();
+        for p in self.store.status().expect("status") {
+            for (s, n) in p.counts {
+                *m.entry(s).or_default() += n;
+            }
+        }
+        m
+    }
+}
+
+#[test]
+fn twelve_thousand_rows_across_pages_then_nothing_new() {
+    let mut e = env(dv::Config::default(), 12_000);
+    let r = e.pull();
+    assert_eq!((r.rows, r.pages, r.unmappable), (12_000, 12, 0), "{r:?}");
+    assert_eq!(r.intake.new, 12_000);
+    assert_eq!(r.intake.queued, 9_000, "three in four are completed: {r:?}");
+    assert_eq!(r.intake.not_completed, 3_000);
+    let again = e.pull();
+    assert_eq!((again.intake.unchanged, again.intake.queued), (12_000, 0), "{again:?}");
+    assert_eq!(e.counts().get("queued"), Some(&9_000));
+}
+
+#[test]
+fn a_429_storm_is_waited_out_never_sent_into() {
+    let mut e = env(dv::Config { throttle_rate: 0.4, retry_after_secs: 1, ..dv::Config::default() }, 3_000);
+    let started = std::time::Instant::now();
+    let r = e.pull();
+    assert_eq!(r.rows, 3_000, "{r:?}");
+    let stats = e.sim.stats();
+    assert!(stats.throttled > 0, "the storm happened: {stats:?}");
+    assert_eq!(stats.early_requests, 0, "a request went out before Retry-After had passed");
+    assert!(started.elapsed().as_secs() >= stats.throttled.min(1), "Retry-After was waited");
+}
+
+#[test]
+fn an_unmappable_row_is_kept_with_its_field_and_column_and_generate_hl7_sends_again() {
+    let mut e = env(dv::Config::default(), 10);
+    let mut bad = row(99, true);
+    bad["msemr_subjecttypepatient"]["gendercode"] = json!(7);
+    e.sim.upsert_row(SET, bad);
+    let r = e.pull();
+    assert_eq!((r.rows, r.unmappable, r.intake.invalid), (11, 1, 1), "{r:?}");
+    let id = "00000000-0000-4000-8000-000000000099";
+    let h = e.store.history(id).expect("history");
+    let reasons = h.messages[0].0.reason_lines().join("\n");
+    assert!(reasons.contains("patient.sex") && reasons.contains("msemr_subjecttypepatient/gendercode"), "{reasons}");
+    // Fixed at the source: the next pull queues it.
+    e.sim.upsert_row(SET, row(99, true));
+    let r = e.pull();
+    assert_eq!((r.intake.changed, r.intake.queued), (1, 1), "{r:?}");
+
+    // Generate HL7 on a record whose message was accepted: a new notification log row.
+    let target = "00000000-0000-4000-8000-000000000000";
+    rusqlite::Connection::open(e.store.path())
+        .expect("db")
+        .execute("UPDATE notification_log SET status = 'accepted' WHERE vaccination_id = ?1", [target])
+        .expect("accept");
+    let mut flagged = row(0, true);
+    flagged["izr_generatehl7"] = json!(true);
+    e.sim.upsert_row(SET, flagged);
+    let r = e.pull();
+    assert_eq!(r.intake.queued, 1, "{r:?}");
+    assert_eq!(e.store.history(target).expect("history").messages.len(), 2);
+}
