@@ -539,7 +539,7 @@ impl Running {
 
     /// What the simulator has seen and answered so far.
     pub fn stats(&self) -> Stats {
-        self.shared.stats().clone()
+        stats_now(&self.shared)
     }
 
     /// Makes every delta token handed out so far expired.
@@ -554,6 +554,12 @@ impl Running {
         }
         let _ = self.task.await;
     }
+}
+
+/// The counters, with the committed writes (kept with the data so a rollback undoes them).
+fn stats_now(shared: &Shared) -> Stats {
+    let writes = lock(&shared.data).writes.clone();
+    Stats { writes, ..shared.stats().clone() }
 }
 
 fn expire(shared: &Shared) {
@@ -1067,7 +1073,7 @@ fn token(shared: &Shared, method: &Method, tenant: &str, body: &[u8]) -> Reply {
 fn admin(shared: &Shared, method: &Method, rest: &str, body: &[u8]) -> Response {
     let ok = |v: Value| Reply::json(200, v).into_response();
     match (method.as_str(), rest.split('/').collect::<Vec<_>>().as_slice()) {
-        ("GET", ["stats"]) => match serde_json::to_value(shared.stats().clone()) {
+        ("GET", ["stats"]) => match serde_json::to_value(stats_now(shared)) {
             Ok(v) => ok(v),
             Err(e) => Reply::error(500, "", &e.to_string()).into_response(),
         },
@@ -1256,11 +1262,14 @@ fn split_resource(resource: &str) -> Result<(String, Option<String>), Reply> {
             let name = decoded[..i].to_owned();
             let rest = &decoded[i + 1..];
             let Some(key) = rest.strip_suffix(')') else {
-                return Err(Reply::error(
-                    501,
-                    "",
-                    &format!("the Dataverse simulator does not implement the path '{decoded}'"),
-                ));
+                if rest.contains(')') {
+                    return Err(Reply::error(
+                        501,
+                        "",
+                        &format!("the Dataverse simulator does not implement the path '{decoded}'"),
+                    ));
+                }
+                return Err(Reply::bad(&format!("The request URI '{decoded}' is not valid.")));
             };
             Ok((name, Some(key.to_owned())))
         }
@@ -1788,7 +1797,10 @@ fn create(shared: &Shared, data: &mut Data, t: &Table, opts: &Opts, req: &Req<'_
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::Null) | None => data.guid(),
         Some(_) => {
-            return Reply::bad(&format!("The primary key {} must be a GUID string.", t.primary_key));
+            return Reply::bad(&format!(
+                "The primary key {} must be a GUID string.",
+                t.primary_key
+            ));
         }
     };
     if data.tables.get(&t.entity_set).is_some_and(|td| td.rows.contains_key(&pk.to_lowercase())) {
