@@ -687,3 +687,91 @@ async fn dataverse_sim_entity_definitions_for_a_probe() {
     assert_eq!(status, 404);
     sim.stop().await;
 }
+
+/// Kills the simulator process when the test ends, even on a failed assertion.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dataverse_sim_cli_serves_seeded_tables_and_admin_routes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seed_file = dir.path().join("rows.json");
+    let rows: Vec<Value> = (0..5).map(|i| json!({PK: id(i), KEY: format!("MSG-{i}")})).collect();
+    std::fs::write(&seed_file, Value::Array(rows).to_string()).expect("seed file");
+    let mut child = Child(
+        crate::util::izrelay()
+            .args(["sim", "dataverse", "--listen", "127.0.0.1:0", "--client-secret", "s3cret"])
+            .arg("--table")
+            .arg(format!("{SET}:msemr_medicationadministration:{PK}:{KEY}:tracked"))
+            .arg("--seed-file")
+            .arg(format!("{SET}={}", seed_file.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sim starts"),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().expect("stdout")).read_line(&mut line).expect("line");
+    assert!(line.starts_with("izrelay sim dataverse listening on http://127.0.0.1:"), "{line}");
+    let url = line.trim().rsplit(' ').next().expect("url").to_owned();
+    let c = http();
+
+    let rows: Value = serde_json::from_str(
+        &c.get(format!("{url}/sim/rows/{SET}"))
+            .send()
+            .await
+            .expect("GET")
+            .text()
+            .await
+            .expect("body"),
+    )
+    .expect("json");
+    assert_eq!(rows.as_array().expect("rows").len(), 5);
+    let r = c
+        .post(format!("{url}/sim/rows/{SET}"))
+        .body(json!([{PK: id(9), "msemr_name": "admin"}]).to_string())
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 200);
+
+    let form = format!(
+        "client_id=sim-client&client_secret=s3cret&grant_type=client_credentials&scope={}",
+        url::form_urlencoded::byte_serialize(format!("{url}/.default").as_bytes())
+            .collect::<String>()
+    );
+    let r = c
+        .post(format!("{url}/sim-tenant/oauth2/v2.0/token"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(r.status(), 200);
+    let v: Value = serde_json::from_str(&r.text().await.expect("body")).expect("json");
+    let tok = v["access_token"].as_str().expect("token").to_owned();
+    let (ids, _, delta, _) =
+        drain(&c, &tok, &format!("{url}/api/data/v9.2/{SET}"), "odata.track-changes").await;
+    assert_eq!(ids.len(), 6);
+    assert!(delta.is_some());
+
+    let r = c.post(format!("{url}/sim/expire-delta-tokens")).send().await.expect("POST");
+    assert_eq!(r.status(), 204);
+    let (status, _, _) = get(&c, &tok, &delta.expect("delta"), None).await;
+    assert_eq!(status, 410);
+    let stats: dataverse::Stats = serde_json::from_str(
+        &c.get(format!("{url}/sim/stats")).send().await.expect("GET").text().await.expect("body"),
+    )
+    .expect("stats json");
+    assert_eq!(stats.requests.get("GET"), Some(&2));
+    assert_eq!(stats.token_requests, 1);
+}
