@@ -2172,3 +2172,176 @@ fn exec_op(
     }
     api(shared, data, &req)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Table {
+        Table {
+            entity_set: "x_rows".into(),
+            logical_name: "x_row".into(),
+            primary_key: "x_rowid".into(),
+            alternate_keys: vec![vec!["x_code".into()], vec!["x_a".into(), "x_b".into()]],
+            change_tracking: true,
+        }
+    }
+
+    fn shared() -> Shared {
+        let t = table();
+        let mut tables = BTreeMap::new();
+        let alt = vec![HashMap::new(); t.alternate_keys.len()];
+        tables.insert(
+            t.entity_set.clone(),
+            TableData { table: t, rows: BTreeMap::new(), deleted: BTreeMap::new(), alt },
+        );
+        Shared {
+            config: Config::default(),
+            url: "http://sim".into(),
+            started: Instant::now(),
+            rng: Mutex::new(fastrand::Rng::with_seed(1)),
+            data: Mutex::new(Data {
+                version: FIRST_VERSION,
+                cutoff: 0,
+                tables,
+                writes: BTreeMap::new(),
+                rng: fastrand::Rng::with_seed(2),
+            }),
+            tokens: Mutex::new(HashMap::new()),
+            retry_after: Mutex::new(HashMap::new()),
+            stats: Mutex::new(Stats::default()),
+        }
+    }
+
+    fn call(
+        s: &Shared,
+        method: &str,
+        resource: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
+        let headers: Vec<(String, String)> =
+            headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let (resource, query) = resource.split_once('?').unwrap_or((resource, ""));
+        let req = Req { method, resource, query, headers: &headers, body: body.as_bytes() };
+        api(s, &mut lock(&s.data), &req)
+    }
+
+    fn message(r: &Reply) -> String {
+        match &r.body {
+            Payload::Json(v) => v["error"]["message"].as_str().unwrap_or("").to_owned(),
+            _ => String::new(),
+        }
+    }
+
+    const ID: &str = "00000000-0000-4000-8000-000000000001";
+
+    #[test]
+    fn keys_parse_against_the_declared_alternate_keys() {
+        let t = table();
+        assert_eq!(parse_key(&t, ID).expect("id"), Key::Id(ID.into()));
+        assert_eq!(parse_key(&t, &format!("x_rowid={ID}")).expect("named id"), Key::Id(ID.into()));
+        assert_eq!(
+            parse_key(&t, "x_code='O''Brien, A'").expect("alt"),
+            Key::Alt(0, vec![("x_code".into(), json!("O'Brien, A"))])
+        );
+        assert_eq!(
+            parse_key(&t, "x_b=2,x_a='q'").expect("composite, any order"),
+            Key::Alt(1, vec![("x_b".into(), json!(2)), ("x_a".into(), json!("q"))])
+        );
+        for bad in ["x_a='q'", "x_code='open", "x_code=notquoted", "=1", "x_code='a'x", ""] {
+            let r = parse_key(&t, bad).expect_err(bad);
+            assert!(
+                message(&r)
+                    .starts_with("The key in the request URI is not valid for resource 'x_row'"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn etag_rules() {
+        let s = shared();
+        let url = format!("x_rows({ID})");
+        let r = call(&s, "PATCH", &url, &[("If-Match", "*")], r#"{"x_n":1}"#);
+        assert_eq!((r.status, message(&r)), (404, format!("x_row With Id = {ID} Does Not Exist")));
+        let r = call(&s, "PATCH", &url, &[("If-None-Match", "*")], r#"{"x_n":1}"#);
+        assert_eq!(r.status, 204);
+        let r = call(&s, "GET", &url, &[], "");
+        let Payload::Json(row) = &r.body else { panic!("json") };
+        let tag = row["@odata.etag"].as_str().expect("etag").to_owned();
+        assert_eq!(tag, format!("W/\"{}\"", FIRST_VERSION + 1));
+        // Conditional GET: 304 on a match, not with $expand, 200 on a mismatch.
+        assert_eq!(call(&s, "GET", &url, &[("If-None-Match", &tag)], "").status, 304);
+        assert_eq!(
+            call(&s, "GET", &format!("{url}?$expand=nav"), &[("If-None-Match", &tag)], "").status,
+            200
+        );
+        assert_eq!(call(&s, "GET", &url, &[("If-None-Match", "W/\"1\"")], "").status, 200);
+        // If-None-Match: * never updates; If-Match with an old tag never updates.
+        let r = call(&s, "PATCH", &url, &[("If-None-Match", "*")], r#"{"x_n":2}"#);
+        assert_eq!((r.status, message(&r).as_str()), (412, DUPLICATE));
+        let r = call(&s, "PATCH", &url, &[("If-Match", "W/\"1\"")], r#"{"x_n":2}"#);
+        assert_eq!((r.status, message(&r).as_str()), (412, VERSION_MISMATCH));
+        // The current tag updates, and moves the tag on; the old one then fails.
+        assert_eq!(call(&s, "PATCH", &url, &[("If-Match", &tag)], r#"{"x_n":3}"#).status, 204);
+        let r = call(&s, "PATCH", &url, &[("If-Match", &tag)], r#"{"x_n":4}"#);
+        assert_eq!(r.status, 412);
+        let data = lock(&s.data);
+        let row = data.tables["x_rows"].rows.get(ID).expect("row");
+        assert_eq!(row.fields["x_n"], 3);
+        assert_eq!(row.version, FIRST_VERSION + 2);
+        assert_eq!(data.writes["x_rows"][ID], 2);
+    }
+
+    #[test]
+    fn batch_continue_on_error_answers_every_part() {
+        let s = shared();
+        let op = |url: &str, body: &str| {
+            format!(
+                "--b\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\nPATCH {url} HTTP/1.1\r\nContent-Type: application/json\r\n\r\n{body}\r\n"
+            )
+        };
+        let body = format!(
+            "{}{}{}--b--\r\n",
+            op(&format!("/api/data/v9.2/x_rows({ID})"), r#"{"x_n":1}"#),
+            op("/api/data/v9.2/x_rows(x_nokey='1')", r#"{"x_n":2}"#),
+            op("http://sim/api/data/v9.2/x_rows(x_code='C')", r#"{"x_n":3}"#),
+        );
+        let ct = vec![("Content-Type".to_owned(), "multipart/mixed; boundary=b".to_owned())];
+        let r = run_batch(&s, &ct, body.as_bytes());
+        assert_eq!(r.status, 400, "stops at the first failure");
+        let Payload::Raw(text) = &r.body else { panic!("multipart") };
+        assert_eq!(text.matches("HTTP/1.1 ").count(), 2, "{text}");
+        assert_eq!(lock(&s.data).tables["x_rows"].rows.len(), 1, "the first one stays");
+
+        let mut with = ct.clone();
+        with.push(("Prefer".into(), "odata.continue-on-error".into()));
+        let r = run_batch(&s, &with, body.as_bytes());
+        assert_eq!(r.status, 200);
+        let Payload::Raw(text) = &r.body else { panic!("multipart") };
+        assert_eq!(text.matches("HTTP/1.1 204 No Content").count(), 2, "{text}");
+        assert_eq!(text.matches("HTTP/1.1 400 Bad Request").count(), 1);
+        assert_eq!(lock(&s.data).tables["x_rows"].rows.len(), 2);
+
+        // More than 1000 operations is refused before anything runs.
+        let many: String = (0..=MAX_BATCH_OPERATIONS)
+            .map(|i| op(&format!("x_rows(x_code='K{i}')"), "{}"))
+            .collect::<String>()
+            + "--b--\r\n";
+        let r = run_batch(&s, &ct, many.as_bytes());
+        assert_eq!(r.status, 400);
+        assert_eq!(lock(&s.data).tables["x_rows"].rows.len(), 2);
+    }
+
+    #[test]
+    fn schedules_parse() {
+        assert_eq!(
+            "down@100-200".parse::<Scheduled>(),
+            Ok(Scheduled { from_ms: 100, until_ms: 200, kind: Outage::Down })
+        );
+        assert!("http503@0-1".parse::<Scheduled>().is_err());
+        assert!("throttle@x-1".parse::<Scheduled>().is_err());
+        assert!(!format!("{:?}", Config::default()).contains("sim-secret"));
+    }
+}
