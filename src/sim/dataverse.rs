@@ -607,13 +607,16 @@ fn etag(version: u64) -> String {
 /// Binds `listen` and serves until [`Running::stop`] (on the current tokio runtime).
 ///
 /// # Errors
-/// [`Error`] when the address cannot be bound, TLS cannot be set up, or two tables share an
-/// entity set.
+/// [`Error`] when the address cannot be bound, TLS cannot be set up, two tables share an
+/// entity set, or `max_page_size` is 0.
 pub async fn start(listen: SocketAddr, config: Config) -> Result<Running, Error> {
     let tls = match &config.tls {
         Some(id) => Some(server_config(id, None)?),
         None => None,
     };
+    if config.max_page_size == 0 {
+        return Err(Error::Config("max_page_size must be at least 1".into()));
+    }
     let mut tables = BTreeMap::new();
     for t in &config.tables {
         let data = TableData {
