@@ -13,7 +13,7 @@
 //! - [`config`]: the TOML configuration and the credential vault (`config::vault`).
 //! - [`iis`]: the CDC SOAP envelopes, the HTTPS client, the classification of answers.
 //! - [`forwarder`]: the drain loop to each IIS.
-//! - [`sim`]: the simulated IIS (and TLS for it), for the demo and the tests.
+//! - [`sim`]: the simulated IIS and Dataverse (and TLS for them), for the demo and the tests.
 //! - [`demo`]: the embedded default run by `izrelay demo`.
 
 #![forbid(unsafe_code)]

@@ -3,6 +3,7 @@
 mod cli;
 mod corpus;
 mod credentials;
+mod dataverse_sim;
 mod forward;
 mod golden;
 mod hl7apy;
