@@ -19,7 +19,8 @@ const PK: &str = "msemr_medicationadministrationid";
 
 /// The shipped default mapping (`packaging/config.example.toml`), pointed at the simulator.
 fn config(url: &str) -> (DataverseConfig, izrelay::config::Config) {
-    let text = std::fs::read_to_string(root().join("packaging/config.example.toml")).expect("example");
+    let text =
+        std::fs::read_to_string(root().join("packaging/config.example.toml")).expect("example");
     let text = text.replace(
         "# url = \"https://contoso.crm.dynamics.com\"",
         &format!("url = \"{url}\"\ntenant_id = \"sim-tenant\"\nclient_id = \"sim-client\""),
@@ -68,7 +69,10 @@ fn env(sim_config: dv::Config, rows: usize) -> Env {
     let mut table = Table::new(SET, "msemr_medicationadministration", PK);
     table.change_tracking = true;
     let sim = rt
-        .block_on(dv::start(([127, 0, 0, 1], 0).into(), dv::Config { tables: vec![table], ..sim_config }))
+        .block_on(dv::start(
+            ([127, 0, 0, 1], 0).into(),
+            dv::Config { tables: vec![table], ..sim_config },
+        ))
         .expect("sim");
     for i in 0..rows {
         sim.upsert_row(SET, row(i, i % 4 != 3));
@@ -88,7 +92,13 @@ impl Env {
     fn pull(&mut self) -> PullReport {
         let now = chrono::Local::now().fixed_offset();
         self.rt
-            .block_on(pull_all(&self.client, &self.dv.vaccination, &mut self.store, &self.config.profiles, now))
+            .block_on(pull_all(
+                &self.client,
+                &self.dv.vaccination,
+                &mut self.store,
+                &self.config.profiles,
+                now,
+            ))
             .expect("pull")
     }
 
@@ -118,7 +128,8 @@ fn twelve_thousand_rows_across_pages_then_nothing_new() {
 
 #[test]
 fn a_429_storm_is_waited_out_never_sent_into() {
-    let mut e = env(dv::Config { throttle_rate: 0.4, retry_after_secs: 1, ..dv::Config::default() }, 3_000);
+    let mut e =
+        env(dv::Config { throttle_rate: 0.4, retry_after_secs: 1, ..dv::Config::default() }, 3_000);
     let started = std::time::Instant::now();
     let r = e.pull();
     assert_eq!(r.rows, 3_000, "{r:?}");
@@ -139,7 +150,10 @@ fn an_unmappable_row_is_kept_with_its_field_and_column_and_generate_hl7_sends_ag
     let id = "00000000-0000-4000-8000-000000000099";
     let h = e.store.history(id).expect("history");
     let reasons = h.messages[0].0.reason_lines().join("\n");
-    assert!(reasons.contains("patient.sex") && reasons.contains("msemr_subjecttypepatient/gendercode"), "{reasons}");
+    assert!(
+        reasons.contains("patient.sex") && reasons.contains("msemr_subjecttypepatient/gendercode"),
+        "{reasons}"
+    );
     // Fixed at the source: the next pull queues it.
     e.sim.upsert_row(SET, row(99, true));
     let r = e.pull();
@@ -149,7 +163,10 @@ fn an_unmappable_row_is_kept_with_its_field_and_column_and_generate_hl7_sends_ag
     let target = "00000000-0000-4000-8000-000000000000";
     rusqlite::Connection::open(e.store.path())
         .expect("db")
-        .execute("UPDATE notification_log SET status = 'accepted' WHERE vaccination_id = ?1", [target])
+        .execute(
+            "UPDATE notification_log SET status = 'accepted' WHERE vaccination_id = ?1",
+            [target],
+        )
         .expect("accept");
     let mut flagged = row(0, true);
     flagged["izr_generatehl7"] = json!(true);

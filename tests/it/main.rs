@@ -3,6 +3,7 @@
 mod cli;
 mod corpus;
 mod credentials;
+mod dataverse;
 mod dataverse_sim;
 mod forward;
 mod golden;

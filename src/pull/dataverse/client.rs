@@ -202,6 +202,9 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// The longest `Retry-After` honoured as given.
+const MAX_RETRY_AFTER_MS: u64 = 3_600_000;
+
 /// How much of `expires_in` is kept as margin.
 const TOKEN_MARGIN: Duration = Duration::from_secs(300);
 
@@ -446,7 +449,12 @@ impl Client {
                     self.token(true).await?;
                 }
                 429 | 503 => {
-                    let wait = self.backoff(attempt, retry_after_ms);
+                    // Retry-After is the service's rule, not a hint: honoured in full (up to
+                    // an hour, against a broken value), never shortened by retry_max_ms.
+                    let wait = match retry_after_ms {
+                        Some(ms) => Duration::from_millis(ms.min(MAX_RETRY_AFTER_MS)),
+                        None => self.backoff(attempt, None),
+                    };
                     last = format!("HTTP {status}: {}", error_text(&body).1);
                     warn!(
                         path,
