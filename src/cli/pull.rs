@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use izrelay::config::vault::Key;
-use izrelay::pull::dataverse::{Client, pull::pull_all};
+use izrelay::pull::dataverse::{Client, pull as dv_pull};
 
 use super::Ctx;
 use super::credentials::DATAVERSE_SECRET;
@@ -35,7 +35,7 @@ pub(crate) fn pull(ctx: &Ctx, args: &PullArgs) -> anyhow::Result<ExitCode> {
     )?;
     let client = Client::new(dv.settings(), secret)?;
     let now = chrono::Local::now().fixed_offset();
-    let report = super::forward::runtime()?.block_on(pull_all(
+    let report = super::forward::runtime()?.block_on(dv_pull::pull(
         &client,
         &dv.vaccination,
         &mut store,
@@ -47,8 +47,9 @@ pub(crate) fn pull(ctx: &Ctx, args: &PullArgs) -> anyhow::Result<ExitCode> {
     } else {
         let c = &report.intake;
         println!(
-            "pulled {} rows in {} pages: {} new, {} changed, {} unchanged, {} not completed; \
+            "pulled ({}) {} rows in {} pages: {} new, {} changed, {} unchanged, {} not completed; \
              {} messages queued, {} invalid, {} rows not mappable",
+            report.mode,
             report.rows,
             report.pages,
             c.new,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use izrelay::config::vault::Secret;
-use izrelay::pull::dataverse::pull::{PullReport, pull_all};
+use izrelay::pull::dataverse::pull::{PullReport, pull};
 use izrelay::pull::dataverse::{Client, DataverseConfig};
 use izrelay::sim::dataverse::{self as dv, Table};
 use izrelay::store::Store;
@@ -92,7 +92,7 @@ impl Env {
     fn pull(&mut self) -> PullReport {
         let now = chrono::Local::now().fixed_offset();
         self.rt
-            .block_on(pull_all(
+            .block_on(pull(
                 &self.client,
                 &self.dv.vaccination,
                 &mut self.store,
@@ -114,16 +114,51 @@ impl Env {
 }
 
 #[test]
-fn twelve_thousand_rows_across_pages_then_nothing_new() {
+fn twelve_thousand_rows_across_pages_then_only_the_hundred_changed() {
     let mut e = env(dv::Config::default(), 12_000);
     let r = e.pull();
+    assert_eq!(r.mode, "full");
     assert_eq!((r.rows, r.pages, r.unmappable), (12_000, 12, 0), "{r:?}");
     assert_eq!(r.intake.new, 12_000);
     assert_eq!(r.intake.queued, 9_000, "three in four are completed: {r:?}");
     assert_eq!(r.intake.not_completed, 3_000);
-    let again = e.pull();
-    assert_eq!((again.intake.unchanged, again.intake.queued), (12_000, 0), "{again:?}");
-    assert_eq!(e.counts().get("queued"), Some(&9_000));
+    let gets_before = e.sim.stats().requests.get("GET").copied().unwrap_or(0);
+    let quiet = e.pull();
+    assert_eq!((quiet.mode.as_str(), quiet.rows), ("delta", 0), "{quiet:?}");
+    // Change 100 rows (a new lot number): only those are read and sent again.
+    for i in (0..12_000).step_by(120) {
+        let mut r = row(i, i % 4 != 3);
+        r["izr_lotnumber"] = format!("LOT{i}-FIXED").into();
+        e.sim.upsert_row(SET, r);
+    }
+    let delta = e.pull();
+    assert_eq!(
+        (delta.mode.as_str(), delta.rows, delta.intake.changed),
+        ("delta", 100, 100),
+        "{delta:?}"
+    );
+    assert_eq!(delta.intake.queued, 100, "every one is completed (i % 4 == 0): {delta:?}");
+    let gets = e.sim.stats().requests.get("GET").copied().unwrap_or(0) - gets_before;
+    assert!(gets <= 2 + 1 + 1, "two delta reads and one read by id: {gets} GETs");
+    assert_eq!(
+        e.counts().get("queued"),
+        Some(&(9_000 + 75 - 75)),
+        "each new message supersedes the unsent one"
+    );
+}
+
+#[test]
+fn an_expired_delta_token_falls_back_to_a_full_resync_and_loses_nothing() {
+    let mut e = env(dv::Config::default(), 500);
+    assert_eq!(e.pull().mode, "full");
+    let mut changed = row(7, true);
+    changed["izr_lotnumber"] = "LOT7-B".into();
+    e.sim.upsert_row(SET, changed);
+    e.sim.expire_delta_tokens();
+    let r = e.pull();
+    assert_eq!(r.mode, "full (delta token expired)", "{r:?}");
+    assert_eq!((r.rows, r.intake.changed, r.intake.unchanged), (500, 1, 499), "{r:?}");
+    assert_eq!(e.pull().mode, "delta", "a new delta link was stored");
 }
 
 #[test]

@@ -1,11 +1,17 @@
 //! `pull`: Dataverse rows → canonical records → the same intake as `izrelay import`.
 //!
-//! This version reads the whole vaccination table page by page (`$select` + `$expand` from
-//! the mapping) and lets intake decide per record: new or changed and *Completed* → a message;
-//! *Generate HL7* → a message again; unchanged → nothing. A row the mapping cannot turn into a
-//! record is kept as an `invalid` entry naming each field and column. Incremental pulls by
-//! change tracking (`@odata.deltaLink` kept in `sync_cursor`), the write-back of outcomes and
-//! the `$batch` drain are the rest of the Dataverse issue.
+//! [`pull`] is incremental by change tracking: the `@odata.deltaLink` kept in `sync_cursor`
+//! returns the ids of the vaccination rows changed since the last pull (change tracking allows
+//! no `$expand` or `$filter`), and those rows are then read whole, with their lookups
+//! expanded, by `Microsoft.Dynamics.CRM.In` on the primary key, [`ID_CHUNK`] at a time. The
+//! first pull, and any pull whose delta token has expired, takes a new delta link first and
+//! then reads the whole table ([`pull_all`]); a change made between the two is read again
+//! next time, which intake turns into nothing. The new delta link is stored only after every
+//! row it covers is in the store. Filtering for *Completed* and *Generate HL7* happens in
+//! intake: new or changed and *Completed* → a message; *Generate HL7* → a message again;
+//! unchanged → nothing. A row the mapping cannot turn into a record is kept as an `invalid`
+//! entry naming each field and column. Deleted rows are logged, never deleted locally (the
+//! audit trail stays).
 
 use chrono::{DateTime, FixedOffset};
 use serde_json::Value;
@@ -30,7 +36,17 @@ pub struct PullReport {
     pub without_id: u64,
     /// What intake did with the records.
     pub intake: IntakeCounts,
+    /// `delta` (changes since the stored link), `full`, or `full (delta token expired)`.
+    pub mode: String,
+    /// Rows Dataverse reported deleted (kept locally).
+    pub deleted: u64,
 }
+
+/// The `sync_cursor` name of the vaccination table's delta link.
+pub const DELTA_CURSOR: &str = "dataverse.vaccination.deltalink";
+
+/// Ids per `In(...)` request when reading changed rows whole.
+pub const ID_CHUNK: usize = 100;
 
 /// Pull errors.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +125,7 @@ pub async fn pull_all(
     profiles: &Profiles,
     now: DateTime<FixedOffset>,
 ) -> Result<PullReport, PullError> {
-    let mut report = PullReport::default();
+    let mut report = PullReport { mode: "full".into(), ..PullReport::default() };
     let mut failure: Option<crate::store::Error> = None;
     {
         let report = &mut report;
@@ -139,4 +155,107 @@ pub async fn pull_all(
         "dataverse pull done"
     );
     Ok(report)
+}
+
+/// Pulls what changed since the last pull (or everything, the first time or after the delta
+/// token expired); see the module docs.
+///
+/// # Errors
+/// [`PullError`]; what was stored stays stored, and the delta link is not advanced.
+pub async fn pull(
+    client: &Client,
+    mapping: &Mapping,
+    store: &mut Store,
+    profiles: &Profiles,
+    now: DateTime<FixedOffset>,
+) -> Result<PullReport, PullError> {
+    let mut expired = false;
+    if let Some(link) = store.cursor(DELTA_CURSOR)? {
+        let mut changed: Vec<String> = Vec::new();
+        let mut deleted = 0u64;
+        let read = client
+            .read_pages(&link, false, &mut |rows: Vec<Value>| {
+                for r in rows {
+                    if r.get("reason").and_then(Value::as_str) == Some("deleted") {
+                        deleted += 1;
+                    } else if let Some(id) = r.get(&mapping.id).and_then(Value::as_str) {
+                        changed.push(id.to_owned());
+                    }
+                }
+            })
+            .await;
+        match read {
+            Ok(next) => {
+                let mut report =
+                    PullReport { mode: "delta".into(), deleted, ..PullReport::default() };
+                if deleted > 0 {
+                    warn!(
+                        rows = deleted,
+                        "dataverse reports deleted vaccination rows; local history is kept"
+                    );
+                }
+                changed.sort_unstable();
+                changed.dedup();
+                read_by_id(client, mapping, store, profiles, now, &changed, &mut report).await?;
+                if let Some(next) = next {
+                    store.set_cursor(DELTA_CURSOR, Some(&next))?;
+                }
+                info!(
+                    changed = changed.len(),
+                    queued = report.intake.queued,
+                    "dataverse delta pull done"
+                );
+                return Ok(report);
+            }
+            Err(Error::Api { status, code, message, .. }) if matches!(status, 400 | 404 | 410) => {
+                warn!(status, code, message, "dataverse delta token no longer valid; full resync");
+                expired = true;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Baseline first, so changes made during the full read come back in the next delta.
+    let baseline = client.read_pages(&mapping.tracked_query(), true, &mut |_rows| {}).await?;
+    let mut report = pull_all(client, mapping, store, profiles, now).await?;
+    report.mode = if expired { "full (delta token expired)".into() } else { "full".into() };
+    match baseline {
+        Some(link) => store.set_cursor(DELTA_CURSOR, Some(&link))?,
+        None => warn!("dataverse gave no delta link: is change tracking enabled on the table?"),
+    }
+    Ok(report)
+}
+
+/// Reads rows whole by primary key, [`ID_CHUNK`] ids per request, and takes them in.
+async fn read_by_id(
+    client: &Client,
+    mapping: &Mapping,
+    store: &mut Store,
+    profiles: &Profiles,
+    now: DateTime<FixedOffset>,
+    ids: &[String],
+    report: &mut PullReport,
+) -> Result<(), PullError> {
+    let base = mapping.query();
+    for chunk in ids.chunks(ID_CHUNK) {
+        let list: Vec<String> =
+            chunk.iter().map(|id| format!("'{}'", id.replace('\'', "''"))).collect();
+        let filter = format!(
+            "Microsoft.Dynamics.CRM.In(PropertyName='{}',PropertyValues=[{}])",
+            mapping.id,
+            list.join(",")
+        );
+        let query = format!("{base}&$filter={}", encode_query_value(&filter));
+        let mut rows_all = Vec::new();
+        client.read_pages(&query, false, &mut |rows: Vec<Value>| rows_all.extend(rows)).await?;
+        report.pages += 1;
+        let batch = prepare_page(mapping, rows_all, profiles, now, report)?;
+        let counts = store.intake_prepared(batch, now)?;
+        report.intake.add(&counts);
+    }
+    Ok(())
+}
+
+/// Percent-encodes a query option value (spaces, quotes, brackets and the like).
+fn encode_query_value(v: &str) -> String {
+    url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>().replace('+', "%20")
 }
