@@ -188,6 +188,36 @@ pub fn format_ms(ms: i64) -> String {
         .map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
 }
 
+impl Store {
+    /// A stored position of an incremental pull (`sync_cursor`).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn cursor(&self, name: &str) -> Result<Option<String>> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM sync_cursor WHERE name = ?1", [name], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Stores (or, with `None`, forgets) a pull position.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn set_cursor(&mut self, name: &str, value: Option<&str>) -> Result<()> {
+        match value {
+            Some(v) => self.conn.execute(
+                "INSERT INTO sync_cursor (name, value, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                rusqlite::params![name, v, now_ms()],
+            )?,
+            None => self.conn.execute("DELETE FROM sync_cursor WHERE name = ?1", [name])?,
+        };
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,36 +252,6 @@ mod tests {
         Connection::open(&path)?.pragma_update(None, "user_version", END_VERSION + 1)?;
         let err = Store::open(&path).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("newer than this izrelay understands"), "{err}");
-        Ok(())
-    }
-}
-
-impl Store {
-    /// A stored position of an incremental pull (`sync_cursor`).
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn cursor(&self, name: &str) -> Result<Option<String>> {
-        use rusqlite::OptionalExtension;
-        Ok(self
-            .conn
-            .query_row("SELECT value FROM sync_cursor WHERE name = ?1", [name], |r| r.get(0))
-            .optional()?)
-    }
-
-    /// Stores (or, with `None`, forgets) a pull position.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn set_cursor(&mut self, name: &str, value: Option<&str>) -> Result<()> {
-        match value {
-            Some(v) => self.conn.execute(
-                "INSERT INTO sync_cursor (name, value, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                rusqlite::params![name, v, now_ms()],
-            )?,
-            None => self.conn.execute("DELETE FROM sync_cursor WHERE name = ?1", [name])?,
-        };
         Ok(())
     }
 }
