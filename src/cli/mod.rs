@@ -67,6 +67,9 @@ enum Command {
     Credentials(credentials::Command),
     /// Read the Dataverse vaccination table into the outbox (one pass).
     Pull(pull::PullArgs),
+    /// Dataverse tools: `probe` checks the mapping against the environment.
+    #[command(subcommand)]
+    Dataverse(pull::DataverseCommand),
     /// Send queued messages to each IIS (SOAP submitSingleMessage).
     Forward(forward::ForwardArgs),
     /// Talk to an IIS directly: `ping` (connectivityTest).
@@ -97,6 +100,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Purge(args) => store::purge(&Ctx::load(cli.config, cli.data_dir)?, &args),
         Command::Credentials(cmd) => credentials::run(&Ctx::load(cli.config, cli.data_dir)?, &cmd),
+        Command::Dataverse(cmd) => pull::dataverse(&Ctx::load(cli.config, cli.data_dir)?, &cmd),
         Command::Pull(args) => pull::pull(&Ctx::load(cli.config, cli.data_dir)?, &args),
         Command::Forward(args) => forward::forward(&Ctx::load(cli.config, cli.data_dir)?, &args),
         Command::Iis(cmd) => forward::iis(&Ctx::load(cli.config, cli.data_dir)?, &cmd),

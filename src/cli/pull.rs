@@ -67,3 +67,44 @@ pub(crate) fn pull(ctx: &Ctx, args: &PullArgs) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     })
 }
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum DataverseCommand {
+    /// Check the mapping against the environment's metadata; exit 1 naming every missing
+    /// table or column.
+    Probe {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) fn dataverse(ctx: &Ctx, cmd: &DataverseCommand) -> anyhow::Result<ExitCode> {
+    let DataverseCommand::Probe { json } = cmd;
+    let dv = ctx
+        .config
+        .dataverse
+        .as_ref()
+        .filter(|d| d.enabled())
+        .context("Dataverse is not configured: set [dataverse] url, tenant_id and client_id")?;
+    let store = open(&ctx.data_dir)?;
+    let key = Key::load(&ctx.data_dir)?;
+    let secret = store.secret(DATAVERSE_SECRET, &key)?.context(
+        "no Dataverse client secret: pipe it into `izrelay credentials dataverse-secret`",
+    )?;
+    let client = Client::new(dv.settings(), secret)?;
+    let report = super::forward::runtime()?
+        .block_on(izrelay::pull::dataverse::probe::probe(&client, &dv.vaccination))?;
+    if *json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for p in &report.problems {
+            println!("problem: {p}");
+        }
+        for n in &report.notes {
+            println!("note: {n}");
+        }
+        println!("{} column(s) found, {} problem(s)", report.found, report.problems.len());
+    }
+    Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -43,6 +43,18 @@ fn row(i: usize, completed: bool) -> Value {
         "msemr_effectivedatetime": "2026-11-20T09:30:00Z",
         "izr_vfceligibility": "V01",
         "izr_fundingsource": "VXC50",
+        "izr_visdocument": "253088698300063911250131",
+        "izr_visvaccinetype": null,
+        "izr_vispublished": "2025-01-31",
+        "izr_vispresented": "2026-11-20",
+        // Lookups as the Web API returns them: the GUID column, and the related row when expanded.
+        "_msemr_perfomeronbehalfof_value": "10000000-0000-4000-8000-000000000001",
+        "_msemr_subjecttypepatient_value": format!("20000000-0000-4000-8000-{i:012}"),
+        "_msemr_medicationreferencenew_value": "30000000-0000-4000-8000-000000000309",
+        "_msemr_dosageroute_value": "40000000-0000-4000-8000-000000000001",
+        "_msemr_dosagesite_value": "40000000-0000-4000-8000-000000000002",
+        "_izr_location_value": "50000000-0000-4000-8000-000000000017",
+        "_izr_vaccinator_value": "60000000-0000-4000-8000-000000000001",
         "msemr_perfomeronbehalfof": {"accountnumber": "PRV-001"},
         "msemr_subjecttypepatient": {"msemr_medicalrecordnumber": format!("MRN-{i}"), "lastname": "O'Brien",
             "firstname": "Mary", "birthdate": "1980-02-29", "gendercode": 2},
@@ -209,4 +221,30 @@ fn an_unmappable_row_is_kept_with_its_field_and_column_and_generate_hl7_sends_ag
     let r = e.pull();
     assert_eq!(r.intake.queued, 1, "{r:?}");
     assert_eq!(e.store.history(target).expect("history").messages.len(), 2);
+}
+
+#[test]
+fn probe_finds_the_mapping_complete_and_names_a_renamed_column() {
+    let e = env(dv::Config::default(), 5);
+    let ok =
+        e.rt.block_on(izrelay::pull::dataverse::probe::probe(&e.client, &e.dv.vaccination))
+            .expect("probe");
+    assert_eq!(ok.problems, Vec::<String>::new(), "{ok:?}");
+    assert!(ok.found > 20, "{ok:?}");
+    let mut renamed = e.dv.vaccination.clone();
+    renamed.fields.insert("vaccine.lot".into(), "izr_lot_number".into());
+    renamed.logical_name = "msemr_medicationadministration".into();
+    let r =
+        e.rt.block_on(izrelay::pull::dataverse::probe::probe(&e.client, &renamed)).expect("probe");
+    assert_eq!(r.problems.len(), 1, "{r:?}");
+    assert!(
+        r.problems[0].contains("dataverse.vaccination.fields.vaccine.lot")
+            && r.problems[0].contains("izr_lot_number"),
+        "{r:?}"
+    );
+    let mut missing = e.dv.vaccination.clone();
+    missing.logical_name = "izr_nosuchtable".into();
+    let r =
+        e.rt.block_on(izrelay::pull::dataverse::probe::probe(&e.client, &missing)).expect("probe");
+    assert!(r.problems[0].contains("no table \"izr_nosuchtable\""), "{r:?}");
 }

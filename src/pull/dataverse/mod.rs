@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod mapping;
+pub mod probe;
 pub mod pull;
 
 pub use client::{Client, Error, Settings};
