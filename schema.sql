@@ -113,4 +113,15 @@ CREATE TABLE secret (
     updated_at      INTEGER NOT NULL
 ) STRICT;
 
+-- Records that came from Dataverse: the row's ETag and modified time as last read, and the
+-- ETag our own write-back produced (a pull skips that version: it is not a user's change).
+-- Added in version 2.
+CREATE TABLE dataverse_row (
+    vaccination_id  TEXT PRIMARY KEY,
+    etag            TEXT,
+    modified_on     TEXT,
+    written_etag    TEXT,
+    updated_at      INTEGER NOT NULL
+) STRICT;
+
 PRAGMA user_version = 2;

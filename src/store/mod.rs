@@ -14,6 +14,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 pub mod audit;
 mod credentials;
+pub mod dataverse;
 pub mod outbox;
 pub mod records;
 mod schema;

@@ -521,6 +521,16 @@ fn finish_in(
     if changed != 1 {
         return Ok(false);
     }
+    if !matches!(finish, Finish::Retry { .. }) {
+        // A final outcome of a record that came from Dataverse: queue its write-back.
+        tx.prepare_cached(
+            "INSERT INTO dataverse_outbox (log_id, kind, payload, next_attempt_at, created_at)
+             SELECT ?1, 'outcome', '', ?2, ?2 WHERE EXISTS (
+               SELECT 1 FROM notification_log n JOIN dataverse_row d ON d.vaccination_id = n.vaccination_id
+               WHERE n.id = ?1)",
+        )?
+        .execute(params![log_id, now])?;
+    }
     tx.prepare_cached(
         "INSERT INTO attempt (log_id, started_at, duration_ms, http_status, outcome, error)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

@@ -22,6 +22,13 @@ pub(crate) fn upgrade_from(tx: &Transaction<'_>, version: u32) -> rusqlite::Resu
     name            TEXT PRIMARY KEY,
     sealed          BLOB NOT NULL,
     updated_at      INTEGER NOT NULL
+) STRICT;
+CREATE TABLE dataverse_row (
+    vaccination_id  TEXT PRIMARY KEY,
+    etag            TEXT,
+    modified_on     TEXT,
+    written_etag    TEXT,
+    updated_at      INTEGER NOT NULL
 ) STRICT;",
             )?;
             upgrade_from(tx, 2)

@@ -40,6 +40,43 @@ pub struct PullReport {
     pub mode: String,
     /// Rows Dataverse reported deleted (kept locally).
     pub deleted: u64,
+    /// Rows skipped because the version read is the one our own write-back produced.
+    pub own_writes: u64,
+}
+
+/// Takes one page: skips the versions our own write-back produced (clearing *Generate HL7*
+/// must not read as a change and send the dose again), prepares the rest, takes them in, and
+/// notes each row's ETag and `modifiedon`.
+fn take_page(
+    mapping: &Mapping,
+    rows: Vec<Value>,
+    store: &mut Store,
+    profiles: &Profiles,
+    now: DateTime<FixedOffset>,
+    report: &mut PullReport,
+) -> Result<(), crate::store::Error> {
+    let id_of = |r: &Value| r.get(&mapping.id).and_then(Value::as_str).map(str::to_owned);
+    let etag_of = |r: &Value| r.get("@odata.etag").and_then(Value::as_str).map(str::to_owned);
+    let ids: Vec<String> = rows.iter().filter_map(id_of).collect();
+    let own = store.own_writes(&ids.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let mut seen = Vec::with_capacity(rows.len());
+    let mut fresh = Vec::with_capacity(rows.len());
+    for r in rows {
+        if let Some(id) = id_of(&r) {
+            let etag = etag_of(&r);
+            if etag.is_some() && own.get(&id) == etag.as_ref() {
+                report.own_writes += 1;
+                continue;
+            }
+            let modified = r.get(&mapping.modified_on).and_then(Value::as_str).map(str::to_owned);
+            seen.push((id, etag, modified));
+        }
+        fresh.push(r);
+    }
+    let batch = prepare_page(mapping, fresh, profiles, now, report)?;
+    let counts = store.intake_prepared(batch, now)?;
+    report.intake.add(&counts);
+    store.note_dataverse_rows(&seen)
 }
 
 /// The `sync_cursor` name of the vaccination table's delta link.
@@ -135,11 +172,8 @@ pub async fn pull_all(
                 return;
             }
             report.pages += 1;
-            let taken = prepare_page(mapping, rows, profiles, now, report)
-                .and_then(|batch| store.intake_prepared(batch, now));
-            match taken {
-                Ok(c) => report.intake.add(&c),
-                Err(e) => *failure = Some(e),
+            if let Err(e) = take_page(mapping, rows, store, profiles, now, report) {
+                *failure = Some(e);
             }
         };
         client.read_pages(&mapping.query(), false, &mut page).await?;
@@ -248,9 +282,7 @@ async fn read_by_id(
         let mut rows_all = Vec::new();
         client.read_pages(&query, false, &mut |rows: Vec<Value>| rows_all.extend(rows)).await?;
         report.pages += 1;
-        let batch = prepare_page(mapping, rows_all, profiles, now, report)?;
-        let counts = store.intake_prepared(batch, now)?;
-        report.intake.add(&counts);
+        take_page(mapping, rows_all, store, profiles, now, report)?;
     }
     Ok(())
 }
