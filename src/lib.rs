@@ -27,5 +27,6 @@ pub mod pull;
 pub mod record;
 pub mod sim;
 pub mod store;
+pub mod sync;
 
 pub use record::Record;

@@ -80,10 +80,12 @@ fn env(sim_config: dv::Config, rows: usize) -> Env {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("rt");
     let mut table = Table::new(SET, "msemr_medicationadministration", PK);
     table.change_tracking = true;
+    let log_table =
+        Table::new("izr_notificationlogs", "izr_notificationlog", "izr_notificationlogid");
     let sim = rt
         .block_on(dv::start(
             ([127, 0, 0, 1], 0).into(),
-            dv::Config { tables: vec![table], ..sim_config },
+            dv::Config { tables: vec![table, log_table], ..sim_config },
         ))
         .expect("sim");
     for i in 0..rows {
@@ -247,4 +249,83 @@ fn probe_finds_the_mapping_complete_and_names_a_renamed_column() {
     let r =
         e.rt.block_on(izrelay::pull::dataverse::probe::probe(&e.client, &missing)).expect("probe");
     assert!(r.problems[0].contains("no table \"izr_nosuchtable\""), "{r:?}");
+}
+
+#[test]
+fn outcomes_wait_while_dataverse_is_down_then_sync_exactly_once_and_clear_the_flag() {
+    use izrelay::store::outbox::{Attempt, Finish};
+    let mut e = env(dv::Config::default(), 0);
+    for i in 0..20 {
+        let mut r = row(i, true);
+        r["izr_generatehl7"] = json!(i % 4 == 0);
+        e.sim.upsert_row(SET, r);
+    }
+    assert_eq!(e.pull().intake.queued, 20);
+    // Forwarded: each message accepted (the forwarder's own tests cover the wire).
+    let claims = e.store.claim_for("PRV-001", i64::MAX, 100).expect("claim");
+    assert_eq!(claims.len(), 20);
+    for c in &claims {
+        let attempt = Attempt {
+            started_at: 0,
+            duration_ms: 1,
+            http_status: Some(200),
+            outcome: "accepted".into(),
+            error: None,
+        };
+        let ack = format!(
+            "MSH|^~\\&|IIS|IIS|||20261120||ACK^V04^ACK|A{}|P|2.5.1\rMSA|AA|{}",
+            c.log_id, c.control_id
+        );
+        e.store
+            .finish(
+                c.log_id,
+                &Finish::Accepted { ack_code: "AA".into(), ack, ack_errors: "[]".into() },
+                &attempt,
+            )
+            .expect("finish");
+    }
+    assert_eq!(
+        e.store.sync_backlog().expect("backlog"),
+        20,
+        "every outcome queued for the write-back"
+    );
+
+    // Dataverse unreachable (nothing listens on that port): every outcome waits.
+    let mut down = e.dv.settings();
+    down.url = "http://127.0.0.1:9".into();
+    down.token_url = Some("http://127.0.0.1:9/t".into());
+    down.max_attempts = 2;
+    down.retry_base_ms = 10;
+    down.retry_max_ms = 20;
+    let down = Client::new(down, Secret::new("sim-secret")).expect("client");
+    let r = e.rt.block_on(izrelay::sync::sync_once(&down, &e.dv, &mut e.store)).expect("sync");
+    assert_eq!((r.synced, r.backlog), (0, 20), "{r:?}");
+    rusqlite::Connection::open(e.store.path())
+        .expect("db")
+        .execute("UPDATE dataverse_outbox SET next_attempt_at = 0", [])
+        .expect("due now");
+
+    // Back: every outcome written exactly once, the flag cleared, the status set.
+    let r = e.rt.block_on(izrelay::sync::sync_once(&e.client, &e.dv, &mut e.store)).expect("sync");
+    assert_eq!((r.synced, r.failed, r.backlog), (20, 0, 0), "{r:?}");
+    let again =
+        e.rt.block_on(izrelay::sync::sync_once(&e.client, &e.dv, &mut e.store)).expect("sync");
+    assert_eq!(again.synced, 0, "nothing twice");
+    let logs = e.sim.rows("izr_notificationlogs");
+    assert_eq!(logs.len(), 20);
+    let stats = e.sim.stats();
+    for l in &logs {
+        let id = l["izr_notificationlogid"].as_str().expect("id");
+        assert_eq!(stats.writes_to("izr_notificationlogs", id), 1, "written once: {l}");
+        assert_eq!(l["izr_ackcode"], "AA");
+    }
+    for i in 0..20 {
+        let id = format!("00000000-0000-4000-8000-{i:012}");
+        let v = e.sim.row(SET, &id).expect("row");
+        assert_eq!(v["izr_generatehl7"], json!(false), "{v}");
+        assert_eq!(v["izr_hl7status"], "accepted");
+    }
+    // The write-back is not a user's change: the next pull sends nothing again.
+    let p = e.pull();
+    assert_eq!((p.own_writes, p.intake.queued), (20, 0), "{p:?}");
 }

@@ -23,6 +23,21 @@ pub struct Condition {
     pub column: String,
     /// The value that means "yes" (an option-set integer, `true`, or a string).
     pub equals: Value,
+    /// The value the write-back sets to clear the flag (default: `false` for a yes/no column,
+    /// else null).
+    #[serde(default)]
+    pub cleared: Option<Value>,
+}
+
+impl Condition {
+    /// The value that clears the flag.
+    pub fn cleared_value(&self) -> Value {
+        self.cleared.clone().unwrap_or(if self.equals.is_boolean() {
+            Value::Bool(false)
+        } else {
+            Value::Null
+        })
+    }
 }
 
 impl Condition {
@@ -537,7 +552,8 @@ mod tests {
 
     #[test]
     fn conditions_compare_loosely() {
-        let c = Condition { column: "s".into(), equals: Value::from(935000002) };
+        let c = Condition { column: "s".into(), equals: Value::from(935000002), cleared: None };
+        assert_eq!(c.cleared_value(), Value::Null);
         assert!(c.holds(&serde_json::json!({"s": 935000002})));
         assert!(c.holds(&serde_json::json!({"s": "935000002"})));
         assert!(!c.holds(&serde_json::json!({"s": 1})));

@@ -45,6 +45,42 @@ pub struct DataverseConfig {
     pub ca_file: Option<PathBuf>,
     /// The vaccination table and its mapping to the canonical record.
     pub vaccination: mapping::Mapping,
+    /// Where outcomes are written back; none = no write-back.
+    #[serde(default)]
+    pub notification_log: Option<LogTable>,
+}
+
+/// The notification log table outcomes are written to (one record per local notification log
+/// row, keyed by a GUID derived from this installation and the row's id, so a retry updates
+/// the same record) and the vaccination's HL7 status column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogTable {
+    /// Entity set (URL segment).
+    pub entity_set: String,
+    /// The lookup (navigation property) to the vaccination, bound with `@odata.bind`.
+    pub vaccination: String,
+    /// Column: MSH-10.
+    pub control_id: String,
+    /// Column: the state (`accepted`, `rejected`, `failed` …).
+    pub status: String,
+    /// Column: the VXU.
+    pub message: String,
+    /// Column: MSA-1.
+    pub ack_code: String,
+    /// Column: the raw ACK.
+    pub ack: String,
+    /// Column: the errors (JSON).
+    pub errors: String,
+    /// Column: send attempts.
+    pub attempts: String,
+    /// Column: when the message was generated.
+    pub generated_on: String,
+    /// Column: when the IIS answered.
+    pub responded_on: String,
+    /// Column on the vaccination row that receives the state; none = not written.
+    #[serde(default)]
+    pub vaccination_status: Option<String>,
 }
 
 fn page_size() -> usize {
