@@ -67,6 +67,8 @@ enum Command {
     Credentials(credentials::Command),
     /// Read the Dataverse vaccination table into the outbox (one pass).
     Pull(pull::PullArgs),
+    /// Write outcomes back to Dataverse (one round).
+    Sync(pull::SyncArgs),
     /// Dataverse tools: `probe` checks the mapping against the environment.
     #[command(subcommand)]
     Dataverse(pull::DataverseCommand),
@@ -101,6 +103,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Purge(args) => store::purge(&Ctx::load(cli.config, cli.data_dir)?, &args),
         Command::Credentials(cmd) => credentials::run(&Ctx::load(cli.config, cli.data_dir)?, &cmd),
         Command::Dataverse(cmd) => pull::dataverse(&Ctx::load(cli.config, cli.data_dir)?, &cmd),
+        Command::Sync(args) => pull::sync(&Ctx::load(cli.config, cli.data_dir)?, &args),
         Command::Pull(args) => pull::pull(&Ctx::load(cli.config, cli.data_dir)?, &args),
         Command::Forward(args) => forward::forward(&Ctx::load(cli.config, cli.data_dir)?, &args),
         Command::Iis(cmd) => forward::iis(&Ctx::load(cli.config, cli.data_dir)?, &cmd),

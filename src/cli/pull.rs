@@ -108,3 +108,44 @@ pub(crate) fn dataverse(ctx: &Ctx, cmd: &DataverseCommand) -> anyhow::Result<Exi
     }
     Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct SyncArgs {
+    /// One round, then exit (what `sync` always does; the periodic loop is `izrelay run`).
+    #[arg(long)]
+    once: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn sync(ctx: &Ctx, args: &SyncArgs) -> anyhow::Result<ExitCode> {
+    let _ = args.once;
+    let dv = ctx
+        .config
+        .dataverse
+        .as_ref()
+        .filter(|d| d.enabled())
+        .context("Dataverse is not configured: set [dataverse] url, tenant_id and client_id")?;
+    let mut store = open(&ctx.data_dir)?;
+    let key = Key::load(&ctx.data_dir)?;
+    let secret = store.secret(DATAVERSE_SECRET, &key)?.context(
+        "no Dataverse client secret: pipe it into `izrelay credentials dataverse-secret`",
+    )?;
+    let client = Client::new(dv.settings(), secret)?;
+    let report =
+        super::forward::runtime()?.block_on(izrelay::sync::sync_once(&client, dv, &mut store))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "synced {} outcome(s), {} failed (will retry), {} conflict(s) resolved, {} waiting{}",
+            report.synced,
+            report.failed,
+            report.conflicts,
+            report.backlog,
+            report.last_error.as_deref().map(|e| format!("; last error: {e}")).unwrap_or_default()
+        );
+    }
+    Ok(if report.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
