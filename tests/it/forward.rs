@@ -309,8 +309,9 @@ fn sigkill_during_a_drain_loses_nothing_and_never_changes_an_msh10() {
     let mut args = sim_accounts(&entries);
     args.extend(
         [
+            // Slow enough that 20 kills land before the drain ends.
             "--latency-ms",
-            "3",
+            "60",
             "--fault-rate",
             "0.05",
             "--faults",
