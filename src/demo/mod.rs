@@ -12,10 +12,11 @@
 
 use std::io::Write;
 
+pub mod dataverse;
+
 use chrono::{DateTime, FixedOffset};
 
 use crate::hl7::{self, MessageProfile, ProcessingId, Severity};
-use crate::record::Record;
 use crate::store::outbox::Status;
 use crate::store::{Store, format_ms};
 
@@ -43,6 +44,8 @@ pub struct Summary {
     pub accepted: u64,
     /// Attempts that failed during the simulated outage and were retried.
     pub retried: u64,
+    /// Outcomes written back to the simulated Dataverse.
+    pub synced: u64,
 }
 
 impl Summary {
@@ -53,6 +56,7 @@ impl Summary {
             && self.queued + 1 == self.records
             && self.accepted == self.queued as u64
             && self.retried > 0
+            && self.synced == self.accepted
     }
 }
 
@@ -80,21 +84,37 @@ pub fn run(
     now: DateTime<FixedOffset>,
     show_messages: bool,
 ) -> std::io::Result<Summary> {
-    let records: Vec<Record> = serde_json::from_str(SAMPLES).map_err(std::io::Error::other)?;
+    let records: Vec<serde_json::Value> =
+        serde_json::from_str(SAMPLES).map_err(std::io::Error::other)?;
+    let other = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     writeln!(
         out,
-        "izrelay demo: {} sample records → SQLite outbox {}\n",
+        "izrelay demo: {} sample records in a simulated Dataverse → SQLite outbox {}\n",
         records.len(),
         store.path().display()
     )?;
 
-    writeln!(out, "== 1. import and generate (CDC VXU^V04, profile Z22)")?;
-    let counts =
-        store.intake(&records, &crate::hl7::Profiles::single(profile()), now).map_err(io)?;
     writeln!(
         out,
-        "   {} records: {} queued, {} invalid",
-        counts.received, counts.queued, counts.invalid
+        "== 1. pull from Dataverse (simulated Web API on loopback), generate CDC VXU^V04 (Z22)"
+    )?;
+    let dv = rt.block_on(dataverse::start(&records)).map_err(|e| other(&e))?;
+    writeln!(out, "   Dataverse at {} (OAuth client credentials, change tracking)", dv.sim.url)?;
+    let pulled = rt
+        .block_on(crate::pull::dataverse::pull::pull(
+            &dv.client,
+            &dv.config.vaccination,
+            store,
+            &crate::hl7::Profiles::single(profile()),
+            now,
+        ))
+        .map_err(|e| other(&e))?;
+    let counts = &pulled.intake;
+    writeln!(
+        out,
+        "   {} rows ({} pull): {} queued, {} invalid",
+        pulled.rows, pulled.mode, counts.queued, counts.invalid
     )?;
 
     writeln!(out, "\n== 2. every queued message through the Z22 validator")?;
@@ -140,11 +160,32 @@ pub fn run(
         out,
         "\n== 3. forward over HTTPS to the simulated IIS (down for its first {OUTAGE_MS} ms)"
     )?;
-    let (accepted, retried) = forward(out, store)?;
+    let (accepted, retried) = forward(out, store, &rt)?;
     summary.accepted = accepted;
     summary.retried = retried;
 
-    writeln!(out, "\n== 4. audit")?;
+    writeln!(out, "\n== 4. sync the outcomes back to Dataverse")?;
+    let synced = rt
+        .block_on(crate::sync::sync_once(&dv.client, &dv.config, store))
+        .map_err(|e| other(&e))?;
+    summary.synced = synced.synced;
+    let cleared = dv
+        .sim
+        .rows(dataverse::SET)
+        .iter()
+        .filter(|r| r.get("izr_hl7status").and_then(serde_json::Value::as_str) == Some("accepted"))
+        .count();
+    writeln!(
+        out,
+        "   {} outcome(s) written to {} ({} records there), {} vaccination row(s) now show HL7 status accepted",
+        synced.synced,
+        dataverse::LOG_SET,
+        dv.sim.rows(dataverse::LOG_SET).len(),
+        cleared
+    )?;
+    rt.block_on(dv.sim.stop());
+
+    writeln!(out, "\n== 5. audit")?;
     for p in store.status().map_err(io)? {
         let counts: Vec<String> = p.counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
         writeln!(out, "   provider {}: {}", p.provider_id, counts.join(", "))?;
@@ -195,11 +236,12 @@ pub fn run(
     let verdict = if summary.as_expected() { "as expected" } else { "NOT as expected" };
     writeln!(
         out,
-        "\n   records {}  queued {}  accepted {}  retried attempts {}  invalid {}  result: {verdict}",
+        "\n   records {}  queued {}  accepted {}  retried attempts {}  synced {}  invalid {}  result: {verdict}",
         summary.records,
         summary.queued,
         summary.accepted,
         summary.retried,
+        summary.synced,
         summary.invalid.len()
     )?;
     Ok(summary)
@@ -210,7 +252,11 @@ pub const OUTAGE_MS: u64 = 300;
 
 /// Starts the simulated IIS over TLS, imports its credentials, and drains the outbox to it.
 /// Returns (accepted, retried attempts).
-fn forward(out: &mut dyn Write, store: &mut Store) -> std::io::Result<(u64, u64)> {
+fn forward(
+    out: &mut dyn Write,
+    store: &mut Store,
+    rt: &tokio::runtime::Runtime,
+) -> std::io::Result<(u64, u64)> {
     use crate::config::vault::{Key, read_settings};
     use crate::forwarder::{DrainOptions, ForwardConfig, ForwardSettings, drain};
     use crate::sim::iis::{self, Account, Fault, Scheduled};
@@ -218,7 +264,6 @@ fn forward(out: &mut dyn Write, store: &mut Store) -> std::io::Result<(u64, u64)
 
     let other = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
     let dir = store.path().parent().map(std::path::Path::to_path_buf).unwrap_or_default();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let identity = Identity::self_signed().map_err(|e| other(&e))?;
     let ca = dir.join("demo-iis-ca.pem");
     std::fs::write(&ca, &identity.cert_pem)?;

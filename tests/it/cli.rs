@@ -24,6 +24,9 @@ fn demo_runs_and_reports_the_invalid_record() {
     assert!(out.contains("records 6  queued 5  accepted 5"), "{out}");
     assert!(out.contains("provider PRV-001: accepted 4, invalid 1"), "{out}");
     assert!(out.contains("during the outage (HTTP 503"), "{out}");
+    assert!(out.contains("6 rows (full pull): 5 queued, 1 invalid"), "{out}");
+    assert!(out.contains("5 outcome(s) written to izr_notificationlogs"), "{out}");
+    assert!(out.contains("synced 5"), "{out}");
     assert!(out.contains("retry  HTTP 503"), "the history shows the failed attempt: {out}");
     assert!(out.contains("history of 0f8fad5b-d9cb-469f-a165-70867728950e: 1 message(s)"), "{out}");
     assert!(out.contains("vaccine.cvx: CVX 999 is not an administrable vaccine code"), "{out}");
