@@ -189,6 +189,76 @@ impl Default for Writer {
     }
 }
 
+/// A short ASCII value built without allocating: a `YYYYMMDD` date, a TS_Z time, a phone
+/// number part, a dose volume. Holds at most `N` bytes; pushing past that is ignored (callers
+/// size `N` for the longest value they build).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Ascii<const N: usize> {
+    buf: [u8; N],
+    len: u8,
+}
+
+impl<const N: usize> Ascii<N> {
+    /// An empty value.
+    pub const fn new() -> Self {
+        Self { buf: [0; N], len: 0 }
+    }
+
+    /// Appends an ASCII byte (a non-ASCII byte or a byte past `N` is dropped).
+    #[inline]
+    pub fn push(&mut self, b: u8) {
+        if let (true, Some(slot)) = (b.is_ascii(), self.buf.get_mut(usize::from(self.len))) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+
+    /// Appends `value` as exactly `width` decimal digits (zero-padded, high digits dropped).
+    #[inline]
+    pub fn push_digits(&mut self, value: u32, width: u32) {
+        for p in (0..width).rev() {
+            let digit = (value / 10u32.pow(p)) % 10;
+            self.push(b'0' + u8::try_from(digit).unwrap_or(0));
+        }
+    }
+
+    /// Appends `value` in decimal without leading zeros.
+    pub fn push_u32(&mut self, value: u32) {
+        let width = value.checked_ilog10().map_or(1, |n| n + 1);
+        self.push_digits(value, width);
+    }
+
+    /// Keeps only the first `len` bytes.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(u8::try_from(len).unwrap_or(u8::MAX));
+    }
+
+    /// The text.
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        // Only ASCII bytes are ever stored, so this never falls back.
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl<const N: usize> Default for Ascii<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for Ascii<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl<const N: usize> PartialEq<&str> for Ascii<N> {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 #[inline(always)]
 fn push_n(out: &mut String, b: u8, n: u16) {
     /// Runs of each CDC delimiter, so a gap of empty positions is one `push_str`.
