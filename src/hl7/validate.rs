@@ -10,7 +10,7 @@ use std::fmt;
 use chrono::{DateTime, NaiveDate};
 
 use super::codes::{self, CvxStatus, Route};
-use super::encode::Ascii;
+use super::encode::Digits;
 use super::message_profile::{MessageProfile, VisMethod};
 use super::nist::{self, ValueSetDef};
 use crate::record::{Address, Record};
@@ -61,10 +61,10 @@ pub(crate) enum ResolvedVis<'a> {
 }
 
 /// A date as `YYYYMMDD` (or `YYYYMM` for a month-only expiration), held inline.
-pub(crate) type Date = Ascii<8>;
+pub(crate) type Date = Digits<8>;
 
 /// A US phone number: area code and local number, held inline.
-pub(crate) type Phone = (Ascii<3>, Ascii<7>);
+pub(crate) type Phone = (Digits<3>, Digits<7>);
 
 /// A record checked and normalised for the builder.
 #[derive(Debug)]
@@ -77,7 +77,7 @@ pub(crate) struct Resolved<'a> {
     pub ndc: Option<Coded<'a>>,
     pub mvx: Option<Coded<'a>>,
     pub expiration: Option<Date>,
-    pub dose_ml: Option<Ascii<8>>,
+    pub dose_ml: Option<Digits<8>>,
     pub route: Option<&'static Route>,
     pub site: Option<Coded<'a>>,
     pub eligibility: Option<Coded<'a>>,
@@ -268,18 +268,18 @@ fn us_phone(value: &str) -> Option<Phone> {
     if !punctuation_only {
         return None;
     }
-    let (mut area, mut local) = (Ascii::new(), Ascii::new());
+    let (mut area, mut local) = (Digits::new(), Digits::new());
     digits.by_ref().take(3).for_each(|d| area.push(d));
     digits.for_each(|d| local.push(d));
     Some((area, local))
 }
 
 /// Formats a dose volume: at most 3 decimals, no trailing zeros (`0.3`, `0.25`, `1`).
-fn format_ml(ml: f64) -> Ascii<8> {
+fn format_ml(ml: f64) -> Digits<8> {
     // Callers pass 0 < ml <= 10, so thousandths fit easily in a u32 and the text in 6 bytes.
     let thousandths = (ml * 1000.0).round() as u32;
     let (whole, mut frac) = (thousandths / 1000, thousandths % 1000);
-    let mut out = Ascii::new();
+    let mut out = Digits::new();
     out.push_u32(whole);
     if frac > 0 {
         out.push(b'.');

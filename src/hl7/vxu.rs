@@ -8,9 +8,9 @@
 
 use chrono::{DateTime, FixedOffset};
 
-use super::encode::{Ascii, Writer};
+use super::encode::{Digits, Writer};
 use super::message_profile::{Hd, MessageProfile, NdcPlacement};
-use super::validate::{Coded, DoseKind, Phone, Resolved, ResolvedVis, Violation, resolve};
+use super::validate::{Coded, Date, DoseKind, Phone, Resolved, ResolvedVis, Violation, resolve};
 use crate::record::{Address, Clinician, Record};
 
 /// A record that cannot become a valid VXU, with every reason.
@@ -50,10 +50,10 @@ pub fn generate_vxu(
 }
 
 /// Formats `t` as TS_Z, `YYYYMMDDHHMMSS±ZZZZ`, digit by digit (this runs per message).
-fn ts_z(t: &DateTime<FixedOffset>) -> Ascii<19> {
+fn ts_z(t: &DateTime<FixedOffset>) -> Digits<19> {
     use chrono::{Datelike, Timelike};
     let offset = t.offset().local_minus_utc() / 60;
-    let mut out = Ascii::new();
+    let mut out = Digits::new();
     out.push_digits(u32::try_from(t.year()).unwrap_or(0), 4);
     for part in [t.month(), t.day(), t.hour(), t.minute(), t.second()] {
         out.push_digits(part, 2);
@@ -116,7 +116,8 @@ fn xad(w: &mut Writer, f: u16, a: &Address) {
 }
 
 fn xtn_phone(w: &mut Writer, f: u16, rep: u16, phone: &Phone) {
-    w.comps_in(f, rep, &["", "PRN", "PH", "", "", phone.0.as_str(), phone.1.as_str()]);
+    w.comps_in(f, rep, &["", "PRN", "PH"]);
+    w.put_digits((f, rep, 6, 1), &phone.0).put_digits((f, rep, 7, 1), &phone.1);
 }
 
 /// XCN: id, family, given, assigning authority + id type when an id is sent, credential.
@@ -160,7 +161,7 @@ fn encode(
     hd_field(&mut w, 4, sending_facility);
     hd_field(&mut w, 5, (&profile.receiving_application).into());
     hd_field(&mut w, 6, (&profile.receiving_facility).into());
-    w.field(7, ts_z(&now).as_str());
+    w.field_digits(7, &ts_z(&now));
     w.fixed(9, "VXU^V04^VXU_V04");
     w.field(10, control_id);
     w.field(11, profile.processing_id.code());
@@ -191,7 +192,7 @@ fn encode(
     {
         w.comp(6, 1, m).comp(6, 7, "M");
     }
-    w.field(7, r.birth_date.as_str());
+    w.field_digits(7, &r.birth_date);
     w.field(8, p.sex.trim_ascii());
     for (i, race) in r.race.iter().enumerate() {
         let rep = u16::try_from(i + 1).unwrap_or(u16::MAX);
@@ -224,13 +225,13 @@ fn encode(
             coded(&mut w, 11, pc);
         }
         if let Some(pi) = p.protection.as_deref().map(str::trim_ascii) {
-            w.field(12, pi).field(13, dated(&r.protection_date).as_str());
+            w.field(12, pi).field_digits(13, &dated(&r.protection_date));
         }
         if let Some(rs) = p.registry_status.as_deref().map(str::trim_ascii) {
-            w.field(16, rs).field(17, dated(&r.registry_status_date).as_str());
+            w.field(16, rs).field_digits(17, &dated(&r.registry_status_date));
         }
         if r.publicity.is_some() {
-            w.field(18, dated(&r.publicity_date).as_str());
+            w.field_digits(18, &dated(&r.publicity_date));
         }
     }
 
@@ -270,10 +271,10 @@ fn encode(
 
     // RXA ---------------------------------------------------------------------------------
     let new_dose = r.kind == DoseKind::Administered;
-    let admin_date = r.admin_date.as_str();
-    w.segment("RXA").fixed(1, "0").fixed(2, "1").field(3, admin_date);
+    let admin_date = &r.admin_date;
+    w.segment("RXA").fixed(1, "0").fixed(2, "1").field_digits(3, admin_date);
     if profile.send_rxa4 {
-        w.field(4, admin_date);
+        w.field_digits(4, admin_date);
     }
     let (primary, alternate) = match (profile.ndc, &r.ndc) {
         (NdcPlacement::Alternate, Some(ndc)) => (&r.cvx, Some(ndc)),
@@ -289,7 +290,7 @@ fn encode(
             w.field(6, "999");
         }
         (_, Some(ml)) => {
-            w.field(6, ml.as_str()).fixed(7, "mL^milliliter^UCUM");
+            w.field_digits(6, ml).fixed(7, "mL^milliliter^UCUM");
         }
     }
     match r.kind {
@@ -313,7 +314,7 @@ fn encode(
     if !refused {
         w.field(15, rec.vaccine.lot.as_deref().unwrap_or("").trim_ascii());
         if let Some(exp) = &r.expiration {
-            w.field(16, exp.as_str());
+            w.field_digits(16, exp);
         }
         if let Some(m) = &r.mvx {
             coded(&mut w, 17, m);
@@ -359,36 +360,33 @@ fn encode(
                 ResolvedVis::Barcode { gdti, document, presented } => {
                     let doc = Coded { code: gdti, text: document, system: "cdcgs1vis" };
                     obx.coded(&mut w, "69764-9^Document type^LN", &doc, None);
-                    obx.value(
+                    obx.date(
                         &mut w,
-                        "DT",
                         "29769-7^Date vaccine information statement presented^LN",
-                        presented.as_str(),
+                        presented,
                     );
                 }
                 ResolvedVis::VaccineType { cvx, text, published, presented } => {
                     let vt = Coded { code: cvx, text, system: "CVX" };
                     obx.coded(&mut w, "30956-7^Vaccine type^LN", &vt, None);
-                    obx.value(
+                    obx.date(
                         &mut w,
-                        "DT",
                         "29768-9^Date vaccine information statement published^LN",
-                        published.as_str(),
+                        published,
                     );
-                    obx.value(
+                    obx.date(
                         &mut w,
-                        "DT",
                         "29769-7^Date vaccine information statement presented^LN",
-                        presented.as_str(),
+                        presented,
                     );
                 }
             }
         }
         if let (true, Some(n)) = (profile.send_dose_number, rec.dose_number) {
             obx.next_group();
-            let mut number = Ascii::<10>::new();
-            number.push_u32(n);
-            obx.value(&mut w, "ST", "30973-2^Dose number in series^LN", number.as_str());
+            obx.head(&mut w, "ST", "30973-2^Dose number in series^LN");
+            w.number(5, n);
+            obx.tail(&mut w);
         }
     }
     w.finish()
@@ -398,7 +396,7 @@ fn encode(
 struct Obx<'d> {
     set_id: u32,
     sub_id: u32,
-    date: &'d str,
+    date: &'d Date,
 }
 
 impl Obx<'_> {
@@ -413,7 +411,7 @@ impl Obx<'_> {
     }
 
     fn tail(&self, w: &mut Writer) {
-        w.fixed(11, "F").field(14, self.date);
+        w.fixed(11, "F").field_digits(14, self.date);
     }
 
     fn coded(
@@ -431,15 +429,10 @@ impl Obx<'_> {
         }
     }
 
-    fn value(
-        &mut self,
-        w: &mut Writer,
-        value_type: &'static str,
-        loinc: &'static str,
-        value: &str,
-    ) {
-        self.head(w, value_type, loinc);
-        w.field(5, value);
+    /// An observation whose value is a date (value type DT).
+    fn date(&mut self, w: &mut Writer, loinc: &'static str, value: &Date) {
+        self.head(w, "DT", loinc);
+        w.field_digits(5, value);
         self.tail(w);
     }
 }
