@@ -7,86 +7,119 @@
 //! the CDC guide's encoding rules require. Every value goes through
 //! [`escape_into`](super::escape::escape_into), so data can never add structure.
 
-use super::escape::{Delimiters, escape_default_into};
+use super::escape::escape_default_into;
 
-/// Builds a message of CR-terminated segments.
+/// Builds a message of CR-terminated segments with the CDC delimiters `|^~\\&` (IZ-12, IZ-13).
 #[derive(Debug)]
 pub struct Writer {
-    out: String,
-    delims: Delimiters,
+    /// The message so far. Bytes rather than a `String` so that separators and digits are
+    /// plain byte pushes; only `&str` values and ASCII are ever appended, and [`Writer::finish`]
+    /// checks that once.
+    out: Vec<u8>,
     /// Position of the last value written: (field, repetition, component, sub-component).
-    pos: (u16, u16, u16, u16),
+    pos: Pos,
 }
 
 /// A position in a segment: field, repetition, component, sub-component (all 1-based).
 pub type Pos = (u16, u16, u16, u16);
 
+/// MSH-1 and MSH-2 with the CDC delimiters.
+const MSH_PREFIX: &str = "MSH|^~\\&";
+
+/// Room for a typical VXU (1.5 KB) without growing.
+const INITIAL_CAPACITY: usize = 2048;
+
 impl Writer {
-    /// A writer with the CDC delimiters `|^~\&` and room for a typical VXU.
+    /// A writer with room for a typical VXU.
     pub fn new() -> Self {
-        Self { out: String::with_capacity(2048), delims: Delimiters::default(), pos: (0, 1, 1, 1) }
+        Self { out: Vec::with_capacity(INITIAL_CAPACITY), pos: (0, 1, 1, 1) }
     }
 
     /// Starts segment `id`, ending the previous one. `MSH` also writes MSH-1 and MSH-2.
+    #[inline]
     pub fn segment(&mut self, id: &str) -> &mut Self {
         if !self.out.is_empty() {
-            self.out.push('\r');
+            self.out.push(b'\r');
         }
-        self.out.push_str(id);
-        self.pos = (0, 1, 1, 1);
         if id == "MSH" {
-            let d = self.delims;
-            for b in [d.field, d.component, d.repetition, d.escape, d.subcomponent] {
-                self.out.push(b as char);
-            }
+            self.out.extend_from_slice(MSH_PREFIX.as_bytes());
             self.pos = (2, 1, 1, 1);
+        } else {
+            self.out.extend_from_slice(id.as_bytes());
+            self.pos = (0, 1, 1, 1);
         }
         self
     }
 
-    /// Writes `value` at `pos`; empty values write nothing. Positions must increase.
-    #[inline]
-    pub fn put(&mut self, pos: Pos, value: &str) -> &mut Self {
-        if value.is_empty() {
-            return self;
-        }
+    /// Writes the separators that lead from the last position to `pos`; false (and nothing
+    /// written) when `pos` does not come after it.
+    #[inline(always)]
+    fn advance(&mut self, pos: Pos) -> bool {
+        // The common steps inline: the next field, or the next component of this one.
         let (f, r, c, s) = pos;
         let (cf, cr, cc, cs) = self.pos;
-        let d = self.delims;
-        let (fields, reps, comps, subs) = if f > cf {
-            (f - cf, r - 1, c - 1, s - 1)
+        if (r, c, s) == (1, 1, 1) && f == cf + 1 {
+            self.out.push(b'|');
+            true
+        } else if (f, r, s) == (cf, cr, 1) && cs == 1 && c == cc + 1 {
+            self.out.push(b'^');
+            true
+        } else {
+            self.advance_far(pos)
+        }
+    }
+
+    /// [`Writer::advance`] over more than one separator.
+    #[inline(never)]
+    fn advance_far(&mut self, pos: Pos) -> bool {
+        let (f, r, c, s) = pos;
+        let (cf, cr, cc, cs) = self.pos;
+        if f > cf {
+            push_n(&mut self.out, b'|', f - cf);
+            if (r, c, s) != (1, 1, 1) {
+                push_n(&mut self.out, b'~', r - 1);
+                push_n(&mut self.out, b'^', c - 1);
+                push_n(&mut self.out, b'&', s - 1);
+            }
         } else if f == cf && r > cr {
-            (0, r - cr, c - 1, s - 1)
+            push_n(&mut self.out, b'~', r - cr);
+            push_n(&mut self.out, b'^', c - 1);
+            push_n(&mut self.out, b'&', s - 1);
         } else if f == cf && r == cr && c > cc {
-            (0, 0, c - cc, s - 1)
+            push_n(&mut self.out, b'^', c - cc);
+            push_n(&mut self.out, b'&', s - 1);
         } else if f == cf && r == cr && c == cc && s > cs {
-            (0, 0, 0, s - cs)
+            push_n(&mut self.out, b'&', s - cs);
         } else {
             debug_assert!(false, "hl7 writer: position {pos:?} written after {:?}", self.pos);
-            return self;
-        };
-        if fields + reps + comps + subs == 1 {
-            // The common case: one separator.
-            let b = if fields == 1 {
-                d.field
-            } else if reps == 1 {
-                d.repetition
-            } else if comps == 1 {
-                d.component
-            } else {
-                d.subcomponent
-            };
-            self.out.push(char::from(b));
-        } else {
-            push_n(&mut self.out, d.field, fields);
-            push_n(&mut self.out, d.repetition, reps);
-            push_n(&mut self.out, d.component, comps);
-            push_n(&mut self.out, d.subcomponent, subs);
+            return false;
         }
-        // The writer always uses the CDC delimiters (IZ-12, IZ-13).
-        escape_default_into(&mut self.out, value);
-        self.pos = pos;
+        true
+    }
+
+    /// Writes `value` at `pos`; empty values write nothing. Positions must increase.
+    pub fn put(&mut self, pos: Pos, value: &str) -> &mut Self {
+        if !value.is_empty() && self.advance(pos) {
+            escape_default_into(&mut self.out, value);
+            self.pos = pos;
+        }
         self
+    }
+
+    /// Writes `digits` at `pos` (nothing when empty): no escaping needed, see [`Digits`].
+    pub(crate) fn put_digits<const N: usize>(&mut self, pos: Pos, digits: &Digits<N>) -> &mut Self {
+        let bytes = digits.as_bytes();
+        if !bytes.is_empty() && self.advance(pos) {
+            self.out.extend_from_slice(bytes);
+            self.pos = pos;
+        }
+        self
+    }
+
+    /// Writes `digits` as field `f`.
+    #[inline]
+    pub(crate) fn field_digits<const N: usize>(&mut self, f: u16, digits: &Digits<N>) -> &mut Self {
+        self.put_digits((f, 1, 1, 1), digits)
     }
 
     /// Writes a pre-encoded constant as the whole of field `f`: no escaping, so only for text
@@ -102,22 +135,31 @@ impl Writer {
             debug_assert!(encoded.is_empty(), "hl7 writer: fixed field {f} after {:?}", self.pos);
             return self;
         }
-        push_n(&mut self.out, self.delims.field, f - self.pos.0);
-        self.out.push_str(encoded);
+        push_n(&mut self.out, b'|', f - self.pos.0);
+        self.out.extend_from_slice(encoded.as_bytes());
         self.pos = (f, u16::MAX, u16::MAX, u16::MAX);
         self
     }
 
-    /// Writes a small unsigned number at field `f` without allocating.
-    #[inline]
+    /// Writes an unsigned number at field `f` without allocating.
     pub fn number(&mut self, f: u16, n: u32) -> &mut Self {
         const SMALL: [&str; 21] = [
             "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
             "16", "17", "18", "19", "20",
         ];
         match SMALL.get(n as usize) {
-            Some(s) => self.field(f, s),
-            None => self.field(f, &n.to_string()),
+            // Digits need no escaping.
+            Some(s) if self.advance((f, 1, 1, 1)) => {
+                self.out.extend_from_slice(s.as_bytes());
+                self.pos = (f, 1, 1, 1);
+                self
+            }
+            Some(_) => self,
+            None => {
+                let mut digits = Digits::<10>::new();
+                digits.push_u32(n);
+                self.field_digits(f, &digits)
+            }
         }
     }
 
@@ -140,14 +182,16 @@ impl Writer {
     }
 
     /// Writes the components of repetition `r` of field `f` starting at component 1.
-    #[inline]
     pub fn comps_in(&mut self, f: u16, r: u16, values: &[&str]) -> &mut Self {
-        // The first valued component is placed by `put`; the rest follow in one run, each
-        // preceded by one component separator per step (empty ones in between are kept,
-        // trailing ones never written), which is what `put` would do, without its bookkeeping.
+        // The separators up to the first valued component are placed once; the rest follow in
+        // one run, each preceded by one component separator per step (empty ones in between
+        // are kept, trailing ones never written).
         let Some(first) = values.iter().position(|v| !v.is_empty()) else { return self };
         let c0 = u16::try_from(first + 1).unwrap_or(u16::MAX);
-        self.put((f, r, c0, 1), values[first]);
+        if !self.advance((f, r, c0, 1)) {
+            return self;
+        }
+        escape_default_into(&mut self.out, values[first]);
         let mut last = c0;
         let mut gap: u16 = 0;
         for (v, c) in values[first + 1..].iter().zip(c0 + 1..) {
@@ -155,7 +199,7 @@ impl Writer {
             if v.is_empty() {
                 continue;
             }
-            push_n(&mut self.out, self.delims.component, gap);
+            push_n(&mut self.out, b'^', gap);
             escape_default_into(&mut self.out, v);
             gap = 0;
             last = c;
@@ -177,9 +221,12 @@ impl Writer {
     /// Ends the last segment and returns the message text (segments terminated by CR).
     pub fn finish(mut self) -> String {
         if !self.out.is_empty() {
-            self.out.push('\r');
+            self.out.push(b'\r');
         }
-        self.out
+        // Every append was a `&str` or ASCII, so this always succeeds; a lossy copy stands in
+        // for a panic should that ever break.
+        String::from_utf8(self.out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 }
 
@@ -189,23 +236,100 @@ impl Default for Writer {
     }
 }
 
+/// A short number built without allocating: a `YYYYMMDD` date, a TS_Z time, a phone number
+/// part, a dose volume. Holds only digits, `.`, `+` and `-`, none of which needs escaping, so
+/// [`Writer::put_digits`] copies it as it is. Holds at most `N` bytes; pushing past that, or
+/// any other byte, is ignored (callers size `N` for the longest value they build).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Digits<const N: usize> {
+    buf: [u8; N],
+    len: u8,
+}
+
+impl<const N: usize> Digits<N> {
+    /// An empty value.
+    pub const fn new() -> Self {
+        Self { buf: [0; N], len: 0 }
+    }
+
+    /// Appends a digit, `.`, `+` or `-` (any other byte, or a byte past `N`, is dropped).
+    #[inline]
+    pub fn push(&mut self, b: u8) {
+        let allowed = b.is_ascii_digit() || matches!(b, b'.' | b'+' | b'-');
+        if let (true, Some(slot)) = (allowed, self.buf.get_mut(usize::from(self.len))) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+
+    /// Appends `value` as exactly `width` decimal digits (zero-padded, high digits dropped).
+    #[inline]
+    pub fn push_digits(&mut self, value: u32, width: u32) {
+        for p in (0..width).rev() {
+            let digit = (value / 10u32.pow(p)) % 10;
+            self.push(b'0' + u8::try_from(digit).unwrap_or(0));
+        }
+    }
+
+    /// Appends `value` in decimal without leading zeros.
+    pub fn push_u32(&mut self, value: u32) {
+        let width = value.checked_ilog10().map_or(1, |n| n + 1);
+        self.push_digits(value, width);
+    }
+
+    /// Keeps only the first `len` bytes.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(u8::try_from(len).unwrap_or(u8::MAX));
+    }
+
+    /// The bytes (ASCII).
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII bytes are ever stored, so this never falls back.
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+}
+
+impl<const N: usize> Default for Digits<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for Digits<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl<const N: usize> PartialEq<&str> for Digits<N> {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// Appends `n` copies of delimiter `b` (runs of empty positions are short; one `push_str`).
 #[inline(always)]
-fn push_n(out: &mut String, b: u8, n: u16) {
-    /// Runs of each CDC delimiter, so a gap of empty positions is one `push_str`.
-    const RUNS: [(u8, &str); 4] = [
-        (b'|', "||||||||||||||||||||||||||||||||"),
-        (b'^', "^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^"),
-        (b'~', "~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~"),
-        (b'&', "&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&"),
-    ];
+fn push_n(out: &mut Vec<u8>, b: u8, n: u16) {
+    const RUN: usize = 32;
+    let run = match b {
+        b'|' => "||||||||||||||||||||||||||||||||",
+        b'^' => "^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^",
+        b'~' => "~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~",
+        _ => "&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&",
+    };
+    debug_assert!(b"|^~&".contains(&b) && run.len() == RUN);
     let n = usize::from(n);
     match n {
         0 => {}
-        1 => out.push(char::from(b)),
-        _ => match RUNS.iter().find(|(c, run)| *c == b && n <= run.len()) {
-            Some((_, run)) => out.push_str(&run[..n]),
-            None => (0..n).for_each(|_| out.push(char::from(b))),
-        },
+        1 => out.push(b),
+        2..=RUN => out.extend_from_slice(&run.as_bytes()[..n]),
+        _ => out.resize(out.len() + n, b),
     }
 }
 

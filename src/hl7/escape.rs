@@ -115,9 +115,82 @@ fn find_default_special(bytes: &[u8]) -> Option<usize> {
 }
 
 /// [`escape_into`] for the CDC delimiters `|^~\\&`, without comparing delimiters per call.
-#[inline]
-pub(crate) fn escape_default_into(out: &mut String, value: &str) {
-    escape_with(out, value, &DEFAULT, find_default_special);
+///
+/// Most values need no escaping: [`may_need_default_escape`] tells so in a few word operations
+/// and the value is copied whole; the rest take the byte-by-byte path.
+#[inline(always)]
+pub(crate) fn escape_default_into(out: &mut Vec<u8>, value: &str) {
+    if may_need_default_escape(value.as_bytes()) {
+        escape_default_slow(out, value);
+    } else {
+        out.extend_from_slice(value.as_bytes());
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn escape_default_slow(out: &mut Vec<u8>, value: &str) {
+    let mut escaped = String::with_capacity(value.len() + 8);
+    escape_with(&mut escaped, value, &DEFAULT, find_default_special);
+    out.extend_from_slice(escaped.as_bytes());
+}
+
+/// False only when no byte of `bytes` needs escaping under the CDC delimiters; true when one
+/// may (every special byte is caught; other control bytes are also reported, and the exact
+/// path then copies them unchanged).
+///
+/// Eight bytes at a time, with overlapping loads so a short value costs one or two words and
+/// no per-byte loop. Three tests per word: `|` `^` `~` `\` are `0x5C` with bits `0x02` and
+/// `0x20` free, so one masked compare finds all four; `&` is one compare; CR and LF fall under
+/// "byte below 0x20".
+#[inline(always)]
+fn may_need_default_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    /// The high bit of each byte of the result is set where `w` may need escaping (bytes
+    /// after a hit may be set too; only "any" matters).
+    #[inline(always)]
+    fn bits(w: u64) -> u64 {
+        let delims = (w & (ONES * 0xDD)) ^ (ONES * 0x5C);
+        let amp = w ^ (ONES * u64::from(b'&'));
+        let zero_in = |v: u64| v.wrapping_sub(ONES) & !v;
+        let control = w.wrapping_sub(ONES * 0x20) & !w;
+        zero_in(delims) | zero_in(amp) | control
+    }
+    #[inline(always)]
+    fn word(w: u64) -> bool {
+        bits(w) & HIGHS != 0
+    }
+    #[inline(always)]
+    fn load8(b: &[u8]) -> u64 {
+        let mut buf = [0u8; 8];
+        buf.copy_from_slice(&b[..8]);
+        u64::from_le_bytes(buf)
+    }
+    #[inline(always)]
+    fn load4(b: &[u8]) -> u64 {
+        let mut buf = [0u8; 4];
+        buf.copy_from_slice(&b[..4]);
+        u64::from(u32::from_le_bytes(buf))
+    }
+    let n = bytes.len();
+    match n {
+        0 => false,
+        // Three bytes cover 1..=3 (some twice); the word is filled with real bytes, since a
+        // zero byte would count as a control byte.
+        1..=3 => {
+            let (a, b, c) = (bytes[0], bytes[n / 2], bytes[n - 1]);
+            word(u64::from_le_bytes([a, b, c, a, a, a, a, a]))
+        }
+        4..=7 => word(load4(bytes) | load4(&bytes[n - 4..]) << 32),
+        8..=16 => (bits(load8(bytes)) | bits(load8(&bytes[n - 8..]))) & HIGHS != 0,
+        _ => {
+            // Long values (code texts) rarely hold a delimiter: no early exit per word.
+            let mut chunks = bytes.chunks_exact(8);
+            let any = (&mut chunks).fold(0, |acc, c| acc | bits(load8(c)));
+            (any | bits(load8(&bytes[n - 8..]))) & HIGHS != 0
+        }
+    }
 }
 
 #[inline(always)]
@@ -256,7 +329,34 @@ mod tests {
         assert_eq!(unescape("\\X0\\", &d), "\\X0\\");
     }
 
+    #[test]
+    fn the_word_test_catches_every_special_byte_at_every_length() {
+        for special in [b'|', b'^', b'~', b'\\', b'&', b'\r', b'\n', 0x01, 0x1F] {
+            for len in 1..40 {
+                for at in 0..len {
+                    let mut v = vec![b'a'; len];
+                    v[at] = special;
+                    assert!(may_need_default_escape(&v), "{special:#x} at {at} of {len}");
+                }
+            }
+        }
+        for len in 0..40 {
+            let plain: Vec<u8> = (0..len).map(|i| b' ' + (i * 7 % 90) as u8).collect();
+            let plain: Vec<u8> = plain.into_iter().filter(|b| !b"|^~\\&".contains(b)).collect();
+            assert!(!may_need_default_escape(&plain), "{plain:?}");
+        }
+        assert!(!may_need_default_escape("é Ω 中 \u{7f} ]}`@".as_bytes()));
+    }
+
     proptest! {
+        #[test]
+        fn escape_default_into_matches_escape(s in "[a-z \u{e9}\u{4e2d}|^~&\\\\\r\n\x01]{0,40}") {
+            let mut out = Vec::new();
+            escape_default_into(&mut out, &s);
+            let expected = escape(&s, &Delimiters::default());
+            prop_assert_eq!(out.as_slice(), expected.as_bytes());
+        }
+
         #[test]
         fn escape_then_unescape_round_trips(s in any::<String>()) {
             let d = Delimiters::default();

@@ -10,8 +10,9 @@ use std::fmt;
 use chrono::{DateTime, NaiveDate};
 
 use super::codes::{self, CvxStatus, Route};
+use super::encode::Digits;
 use super::message_profile::{MessageProfile, VisMethod};
-use super::nist;
+use super::nist::{self, ValueSetDef};
 use crate::record::{Address, Record};
 
 /// One reason a record cannot be sent.
@@ -54,23 +55,29 @@ pub(crate) struct Coded<'a> {
 #[derive(Debug, Clone)]
 pub(crate) enum ResolvedVis<'a> {
     /// 69764-9 barcode + 29769-7 presentation date.
-    Barcode { gdti: &'a str, document: &'a str, presented: String },
+    Barcode { gdti: &'a str, document: &'a str, presented: Date },
     /// 30956-7 vaccine type + 29768-9 publication + 29769-7 presentation date.
-    VaccineType { cvx: &'a str, text: &'a str, published: String, presented: String },
+    VaccineType { cvx: &'a str, text: &'a str, published: Date, presented: Date },
 }
+
+/// A date as `YYYYMMDD` (or `YYYYMM` for a month-only expiration), held inline.
+pub(crate) type Date = Digits<8>;
+
+/// A US phone number: area code and local number, held inline.
+pub(crate) type Phone = (Digits<3>, Digits<7>);
 
 /// A record checked and normalised for the builder.
 #[derive(Debug)]
 pub(crate) struct Resolved<'a> {
     pub rec: &'a Record,
     pub kind: DoseKind,
-    pub admin_date: String,
-    pub birth_date: String,
+    pub admin_date: Date,
+    pub birth_date: Date,
     pub cvx: Coded<'a>,
     pub ndc: Option<Coded<'a>>,
     pub mvx: Option<Coded<'a>>,
-    pub expiration: Option<String>,
-    pub dose_ml: Option<String>,
+    pub expiration: Option<Date>,
+    pub dose_ml: Option<Digits<8>>,
     pub route: Option<&'static Route>,
     pub site: Option<Coded<'a>>,
     pub eligibility: Option<Coded<'a>>,
@@ -78,14 +85,14 @@ pub(crate) struct Resolved<'a> {
     pub vis: Vec<ResolvedVis<'a>>,
     pub race: Vec<Coded<'a>>,
     pub ethnicity: Option<Coded<'a>>,
-    pub phone: Option<(String, String)>,
-    pub responsible_phone: Option<(String, String)>,
+    pub phone: Option<Phone>,
+    pub responsible_phone: Option<Phone>,
     pub relationship: Option<Coded<'a>>,
     pub language: Option<Coded<'a>>,
     pub publicity: Option<Coded<'a>>,
-    pub publicity_date: Option<String>,
-    pub protection_date: Option<String>,
-    pub registry_status_date: Option<String>,
+    pub publicity_date: Option<Date>,
+    pub protection_date: Option<Date>,
+    pub registry_status_date: Option<Date>,
     pub action: &'a str,
 }
 
@@ -128,14 +135,13 @@ impl Check<'_> {
         &mut self,
         field: impl FnOnce() -> String,
         code: &'v str,
-        set: &str,
+        set: Option<&'static ValueSetDef>,
         what: &str,
     ) -> Option<Coded<'v>> {
         let code = code.trim_ascii();
-        let vs = nist::value_set(set)?;
-        match vs.codes.binary_search_by(|c| c.0.cmp(code)) {
-            Ok(i) => Some(Coded { code, text: vs.codes[i].1, system: vs.codes[i].2 }),
-            Err(_) => self.coded(&field(), code, set, what),
+        match nist::code_in(set?, code) {
+            Some(&(_, text, system)) => Some(Coded { code, text, system }),
+            None => self.coded(&field(), code, set, what),
         }
     }
 
@@ -159,24 +165,59 @@ impl Check<'_> {
         }
     }
 
-    /// A code from NIST value set `set`; returns it with its display text.
+    /// A code from NIST value set `set` (none: not checked); returns it with its display text.
     fn coded<'v>(
         &mut self,
         field: &str,
         code: &'v str,
-        set: &str,
+        set: Option<&'static ValueSetDef>,
         what: &str,
     ) -> Option<Coded<'v>> {
         let code = code.trim_ascii();
-        let vs = nist::value_set(set)?;
-        match vs.codes.binary_search_by(|c| c.0.cmp(code)) {
-            Ok(i) => Some(Coded { code, text: vs.codes[i].1, system: vs.codes[i].2 }),
-            Err(_) => {
-                self.fail(field, format!("{code:?} is not a {what} code ({set})"));
+        let vs = set?;
+        match nist::code_in(vs, code) {
+            Some(&(_, text, system)) => Some(Coded { code, text, system }),
+            None => {
+                self.fail(field, format!("{code:?} is not a {what} code ({})", vs.id));
                 None
             }
         }
     }
+}
+
+/// The NIST value sets the record check binds to, found once per process rather than by a
+/// search over every set id per record.
+struct Sets {
+    sex: Option<&'static ValueSetDef>,
+    race: Option<&'static ValueSetDef>,
+    ethnicity: Option<&'static ValueSetDef>,
+    publicity: Option<&'static ValueSetDef>,
+    protection: Option<&'static ValueSetDef>,
+    registry_status: Option<&'static ValueSetDef>,
+    relationship: Option<&'static ValueSetDef>,
+    site: Option<&'static ValueSetDef>,
+    eligibility: Option<&'static ValueSetDef>,
+    funding: Option<&'static ValueSetDef>,
+    source: Option<&'static ValueSetDef>,
+    refusal: Option<&'static ValueSetDef>,
+}
+
+fn sets() -> &'static Sets {
+    static SETS: std::sync::OnceLock<Sets> = std::sync::OnceLock::new();
+    SETS.get_or_init(|| Sets {
+        sex: nist::value_set("HL70001_IZ"),
+        race: nist::value_set("CDCREC_R_IZ"),
+        ethnicity: nist::value_set("CDCREC_E_IZ"),
+        publicity: nist::value_set("HL70215_IZ"),
+        protection: nist::value_set("HL70136_IZ"),
+        registry_status: nist::value_set("HL70441_IZ"),
+        relationship: nist::value_set("HL70063_IZ"),
+        site: nist::value_set("HL70163_IZ"),
+        eligibility: nist::value_set("HL70064_IZ"),
+        funding: nist::value_set("PHVS_ImmunizationFundingSource_IIS"),
+        source: nist::value_set("NIP001"),
+        refusal: nist::value_set("NIP002"),
+    })
 }
 
 /// Parses a `YYYY-MM-DD` date (a hand parser: chrono's format strings cost more than the rest
@@ -196,12 +237,12 @@ fn ymd(s: &str) -> Option<NaiveDate> {
 }
 
 /// Formats a date as `YYYYMMDD` (without the formatting machinery: this runs per record).
-fn compact(d: NaiveDate) -> String {
+fn compact(d: NaiveDate) -> Date {
     use chrono::Datelike;
-    let mut out = String::with_capacity(8);
-    super::vxu::push_digits(&mut out, u32::try_from(d.year()).unwrap_or(0), 4);
-    super::vxu::push_digits(&mut out, d.month(), 2);
-    super::vxu::push_digits(&mut out, d.day(), 2);
+    let mut out = Date::new();
+    out.push_digits(u32::try_from(d.year()).unwrap_or(0), 4);
+    out.push_digits(d.month(), 2);
+    out.push_digits(d.day(), 2);
     out
 }
 
@@ -212,28 +253,39 @@ fn admin_date(value: &str) -> Option<NaiveDate> {
 }
 
 /// US phone: 10 digits (a leading country code 1 is dropped); returns (area, local).
-fn us_phone(value: &str) -> Option<(String, String)> {
-    let digits: String = value.chars().filter(char::is_ascii_digit).collect();
-    let digits = match digits.len() {
-        11 if digits.starts_with('1') => digits[1..].to_owned(),
-        10 => digits,
+fn us_phone(value: &str) -> Option<Phone> {
+    // Only ASCII digits and punctuation are allowed, so bytes are characters here.
+    let punctuation_only = value.bytes().all(|b| b.is_ascii_digit() || b" ()-.+".contains(&b));
+    let mut digits = value.bytes().filter(u8::is_ascii_digit);
+    let count = value.bytes().filter(u8::is_ascii_digit).count();
+    match count {
+        11 if value.bytes().find(u8::is_ascii_digit) == Some(b'1') => {
+            digits.next();
+        }
+        10 => {}
         _ => return None,
-    };
-    let punctuation_only = value.chars().all(|c| c.is_ascii_digit() || " ()-.+".contains(c));
-    punctuation_only.then(|| (digits[..3].to_owned(), digits[3..].to_owned()))
+    }
+    if !punctuation_only {
+        return None;
+    }
+    let (mut area, mut local) = (Digits::new(), Digits::new());
+    digits.by_ref().take(3).for_each(|d| area.push(d));
+    digits.for_each(|d| local.push(d));
+    Some((area, local))
 }
 
 /// Formats a dose volume: at most 3 decimals, no trailing zeros (`0.3`, `0.25`, `1`).
-fn format_ml(ml: f64) -> String {
-    // Callers pass 0 < ml <= 10, so thousandths fit easily in a u32.
+fn format_ml(ml: f64) -> Digits<8> {
+    // Callers pass 0 < ml <= 10, so thousandths fit easily in a u32 and the text in 6 bytes.
     let thousandths = (ml * 1000.0).round() as u32;
     let (whole, mut frac) = (thousandths / 1000, thousandths % 1000);
-    let mut out = whole.to_string();
+    let mut out = Digits::new();
+    out.push_u32(whole);
     if frac > 0 {
-        out.push('.');
+        out.push(b'.');
         let mut div = 100;
         while frac > 0 {
-            out.push(char::from(b'0' + (frac / div) as u8));
+            out.push(b'0' + (frac / div) as u8);
             frac %= div;
             div /= 10;
         }
@@ -272,6 +324,7 @@ pub(crate) fn resolve<'a>(
     today: NaiveDate,
 ) -> Result<Resolved<'a>, Vec<Violation>> {
     let mut c = Check { id: &rec.vaccination_id, found: Vec::new() };
+    let sets = sets();
     if c.required("vaccination_id", &rec.vaccination_id) {
         c.max_len("vaccination_id", &rec.vaccination_id, 199);
     }
@@ -315,20 +368,20 @@ pub(crate) fn resolve<'a>(
         c.fail("patient.birth_date", format!("{b} is in the future"));
     }
     if c.required("patient.sex", &p.sex) {
-        c.coded("patient.sex", &p.sex, "HL70001_IZ", "sex (F, M or U)");
+        c.coded("patient.sex", &p.sex, sets.sex, "sex (F, M or U)");
     }
     let race: Vec<Coded<'_>> = p
         .race
         .iter()
         .enumerate()
         .filter_map(|(i, r)| {
-            c.coded_at(|| format!("patient.race[{i}]"), r, "CDCREC_R_IZ", "CDCREC race")
+            c.coded_at(|| format!("patient.race[{i}]"), r, sets.race, "CDCREC race")
         })
         .collect();
     let ethnicity = p
         .ethnicity
         .as_deref()
-        .and_then(|e| c.coded("patient.ethnicity", e, "CDCREC_E_IZ", "CDCREC ethnicity"));
+        .and_then(|e| c.coded("patient.ethnicity", e, sets.ethnicity, "CDCREC ethnicity"));
     if let Some(a) = &p.address {
         check_address(&mut c, "patient.address", a);
     }
@@ -358,12 +411,12 @@ pub(crate) fn resolve<'a>(
     let publicity = p
         .publicity
         .as_deref()
-        .and_then(|v| c.coded("patient.publicity", v, "HL70215_IZ", "publicity"));
+        .and_then(|v| c.coded("patient.publicity", v, sets.publicity, "publicity"));
     if let Some(v) = &p.protection {
-        c.coded("patient.protection", v, "HL70136_IZ", "protection indicator (Y or N)");
+        c.coded("patient.protection", v, sets.protection, "protection indicator (Y or N)");
     }
     if let Some(v) = &p.registry_status {
-        c.coded("patient.registry_status", v, "HL70441_IZ", "registry status");
+        c.coded("patient.registry_status", v, sets.registry_status, "registry status");
     }
     let mut opt_date =
         |field: &str, v: &Option<String>| v.as_deref().and_then(|d| c.date(field, d)).map(compact);
@@ -385,7 +438,7 @@ pub(crate) fn resolve<'a>(
             relationship = c.coded(
                 "responsible_party.relationship",
                 &r.relationship,
-                "HL70063_IZ",
+                sets.relationship,
                 "relationship",
             );
         }
@@ -457,6 +510,8 @@ pub(crate) fn resolve<'a>(
     } else {
         None
     };
+    // The NDC's table entry, found once: the MVX check below needs it too.
+    let mut ndc_entry = None;
     let ndc = v.ndc.as_deref().and_then(|n| {
         let n = n.trim_ascii();
         if !codes::is_ndc_shape(n) {
@@ -466,7 +521,8 @@ pub(crate) fn resolve<'a>(
             );
             return None;
         }
-        match codes::ndc(n) {
+        ndc_entry = codes::ndc(n);
+        match ndc_entry {
             Some(e) => {
                 if let Some(x) = cvx
                     && e.cvx != x.code
@@ -481,7 +537,8 @@ pub(crate) fn resolve<'a>(
     let mvx = match v.mvx.as_deref().map(str::trim_ascii) {
         Some(m) => match codes::mvx(m) {
             Some(e) => {
-                if let Some(n) = v.ndc.as_deref().and_then(|n| codes::ndc(n.trim_ascii()))
+                // Every NDC in the table has the 5-4-2 shape, so a misshapen one has no entry.
+                if let Some(n) = ndc_entry
                     && !n.mvx.is_empty()
                     && n.mvx != e.code
                 {
@@ -515,7 +572,9 @@ pub(crate) fn resolve<'a>(
             return Some(compact(d));
         }
         if let Some(d) = e.get(..7).filter(|_| e.len() == 7).and_then(|m| ymd(&format!("{m}-01"))) {
-            return Some(compact(d)[..6].to_owned());
+            let mut month = compact(d);
+            month.truncate(6);
+            return Some(month);
         }
         c.fail("vaccine.expiration_date", format!("{e:?} is not a date (YYYY-MM-DD or YYYY-MM)"));
         None
@@ -546,7 +605,7 @@ pub(crate) fn resolve<'a>(
         found
     });
     let site =
-        rec.site.as_deref().and_then(|s| c.coded("site", s, "HL70163_IZ", "body site (HL7 0163)"));
+        rec.site.as_deref().and_then(|s| c.coded("site", s, sets.site, "body site (HL7 0163)"));
     if rec.site.is_some() && rec.route.is_none() {
         c.fail("site", "a site needs a route (RXR-1 is required when RXR is sent)");
     }
@@ -560,7 +619,7 @@ pub(crate) fn resolve<'a>(
     let eligibility = match rec.vfc_eligibility.as_deref().map(str::trim_ascii) {
         Some(code) => match profile.local_eligibility(code) {
             Some(l) => Some(Coded { code, text: &l.text, system: &l.system }),
-            None => c.coded("vfc_eligibility", code, "HL70064_IZ", "VFC eligibility"),
+            None => c.coded("vfc_eligibility", code, sets.eligibility, "VFC eligibility"),
         },
         None => {
             if new_dose {
@@ -573,9 +632,7 @@ pub(crate) fn resolve<'a>(
         .local_funding(code)
     {
         Some(l) => Some(Coded { code, text: &l.text, system: &l.system }),
-        None => {
-            c.coded("funding_source", code, "PHVS_ImmunizationFundingSource_IIS", "funding source")
-        }
+        None => c.coded("funding_source", code, sets.funding, "funding source"),
     });
     let vis = resolve_vis(&mut c, rec, profile, cvx);
 
@@ -631,7 +688,7 @@ fn dose_kind(c: &mut Check<'_>, rec: &Record) -> DoseKind {
         if source.is_some() {
             c.fail("information_source", "a refusal has no information source (IZ-47)");
         }
-        return match nist::value_set("NIP002").and_then(|vs| vs.codes.iter().find(|x| x.0 == r)) {
+        return match sets().refusal.and_then(|vs| vs.codes.iter().find(|x| x.0 == r)) {
             Some(x) => DoseKind::Refused(x.0),
             None => {
                 c.fail("refusal_reason", format!("{r:?} is not a NIP002 refusal reason (00-03)"));
@@ -641,8 +698,7 @@ fn dose_kind(c: &mut Check<'_>, rec: &Record) -> DoseKind {
     }
     if rec.historical {
         let code = source.unwrap_or("01");
-        return match nist::value_set("NIP001").and_then(|vs| vs.codes.iter().find(|x| x.0 == code))
-        {
+        return match sets().source.and_then(|vs| vs.codes.iter().find(|x| x.0 == code)) {
             Some(x) if x.0 != "00" => DoseKind::Historical(x.0),
             _ => {
                 c.fail(
@@ -673,7 +729,7 @@ fn check_cvx<'a>(c: &mut Check<'_>, code: &'a str, kind: DoseKind) -> Option<Cod
         "998" | "999" => true,
         _ => {
             matches!(e.status, CvxStatus::NeverActive | CvxStatus::Pending)
-                || e.short_description.to_ascii_lowercase().contains("unspecified")
+                || contains_ignore_ascii_case(e.short_description, "unspecified")
         }
     };
     match kind {
@@ -703,6 +759,11 @@ fn check_cvx<'a>(c: &mut Check<'_>, code: &'a str, kind: DoseKind) -> Option<Cod
     Some(Coded { code, text: e.short_description, system: "CVX" })
 }
 
+/// True when `haystack` contains the lowercase ASCII `needle`, ignoring ASCII case.
+fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
+    haystack.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
 fn check_address(c: &mut Check<'_>, field: &str, a: &Address) {
     if let Some(s) = &a.state {
         let s = s.trim_ascii();
@@ -712,10 +773,10 @@ fn check_address(c: &mut Check<'_>, field: &str, a: &Address) {
     }
     if let Some(z) = &a.zip {
         let z = z.trim_ascii();
-        let digits: String = z.chars().filter(char::is_ascii_digit).collect();
-        let shape = (z.len() == 5 && digits.len() == 5)
-            || (z.len() == 10 && digits.len() == 9 && z.as_bytes()[5] == b'-')
-            || (z.len() == 9 && digits.len() == 9);
+        let digits = z.bytes().filter(u8::is_ascii_digit).count();
+        let shape = (z.len() == 5 && digits == 5)
+            || (z.len() == 10 && digits == 9 && z.as_bytes()[5] == b'-')
+            || (z.len() == 9 && digits == 9);
         if !shape {
             c.fail(format!("{field}.zip"), format!("{z:?} is not a 5- or 9-digit ZIP code"));
         }
@@ -804,8 +865,14 @@ fn resolve_vis<'a>(
             },
             None => cvx,
         };
-        let published =
-            published.map(compact).or_else(|| known.map(|k| k.edition.replace('-', "")));
+        let published = published.map(compact).or_else(|| {
+            known.map(|k| {
+                // Editions are `YYYY-MM-DD` (a unit test in `codes` holds the table to that).
+                let mut d = Date::new();
+                k.edition.bytes().filter(|&b| b != b'-').for_each(|b| d.push(b));
+                d
+            })
+        });
         match (vt_coded, published) {
             (Some(t), Some(published)) => out.push(ResolvedVis::VaccineType {
                 cvx: t.code,
@@ -844,7 +911,7 @@ mod tests {
         let rec = base();
         let profile = MessageProfile::default();
         let r = resolve(&rec, &profile, today()).map_err(|v| format!("{v:?}"));
-        assert_eq!(r.map(|r| r.admin_date), Ok("20261120".to_owned()));
+        assert_eq!(r.map(|r| r.admin_date.as_str().to_owned()), Ok("20261120".to_owned()));
     }
 
     #[test]
@@ -874,10 +941,14 @@ mod tests {
 
     #[test]
     fn phone_and_volume_formats() {
-        assert_eq!(us_phone("(206) 555-1234"), Some(("206".into(), "5551234".into())));
-        assert_eq!(us_phone("1-206-555-1234"), Some(("206".into(), "5551234".into())));
-        assert_eq!(us_phone("555-1234"), None);
-        assert_eq!(us_phone("206555123x4"), None);
+        let text = |p: Option<Phone>| p.map(|(a, l)| format!("{}/{}", a.as_str(), l.as_str()));
+        assert_eq!(text(us_phone("(206) 555-1234")).as_deref(), Some("206/5551234"));
+        assert_eq!(text(us_phone("1-206-555-1234")).as_deref(), Some("206/5551234"));
+        assert_eq!(text(us_phone("555-1234")), None);
+        assert_eq!(text(us_phone("206555123x4")), None);
+        assert_eq!(text(us_phone("2-206-555-1234")), None);
+        assert!(contains_ignore_ascii_case("DTaP, UNSPECIFIED formulation", "unspecified"));
+        assert!(!contains_ignore_ascii_case("DTaP", "unspecified"));
         assert_eq!(format_ml(0.3), "0.3");
         assert_eq!(format_ml(0.25), "0.25");
         assert_eq!(format_ml(1.0), "1");

@@ -8,9 +8,9 @@
 
 use chrono::{DateTime, FixedOffset};
 
-use super::encode::Writer;
+use super::encode::{Digits, Writer};
 use super::message_profile::{Hd, MessageProfile, NdcPlacement};
-use super::validate::{Coded, DoseKind, Resolved, ResolvedVis, Violation, resolve};
+use super::validate::{Coded, Date, DoseKind, Phone, Resolved, ResolvedVis, Violation, resolve};
 use crate::record::{Address, Clinician, Record};
 
 /// A record that cannot become a valid VXU, with every reason.
@@ -50,26 +50,18 @@ pub fn generate_vxu(
 }
 
 /// Formats `t` as TS_Z, `YYYYMMDDHHMMSS±ZZZZ`, digit by digit (this runs per message).
-fn ts_z(t: &DateTime<FixedOffset>) -> String {
+fn ts_z(t: &DateTime<FixedOffset>) -> Digits<19> {
     use chrono::{Datelike, Timelike};
     let offset = t.offset().local_minus_utc() / 60;
-    let mut out = String::with_capacity(19);
-    push_digits(&mut out, u32::try_from(t.year()).unwrap_or(0), 4);
+    let mut out = Digits::new();
+    out.push_digits(u32::try_from(t.year()).unwrap_or(0), 4);
     for part in [t.month(), t.day(), t.hour(), t.minute(), t.second()] {
-        push_digits(&mut out, part, 2);
+        out.push_digits(part, 2);
     }
-    out.push(if offset < 0 { '-' } else { '+' });
-    push_digits(&mut out, offset.unsigned_abs() / 60, 2);
-    push_digits(&mut out, offset.unsigned_abs() % 60, 2);
+    out.push(if offset < 0 { b'-' } else { b'+' });
+    out.push_digits(offset.unsigned_abs() / 60, 2);
+    out.push_digits(offset.unsigned_abs() % 60, 2);
     out
-}
-
-/// Appends `value` as exactly `width` decimal digits (zero-padded, high digits dropped).
-pub(crate) fn push_digits(out: &mut String, value: u32, width: u32) {
-    for p in (0..width).rev() {
-        let digit = (value / 10u32.pow(p)) % 10;
-        out.push(char::from(b'0' + u8::try_from(digit).unwrap_or(0)));
-    }
 }
 
 /// A borrowed hierarchic designator: namespace id and ISO OID.
@@ -117,16 +109,15 @@ fn coded(w: &mut Writer, f: u16, c: &Coded<'_>) {
 }
 
 fn xad(w: &mut Writer, f: u16, a: &Address) {
-    let s = |v: &Option<String>| v.as_deref().map_or("", str::trim_ascii).to_owned();
-    let (street, other, city, state, zip) =
-        (s(&a.street), s(&a.other), s(&a.city), s(&a.state), s(&a.zip));
-    let country = s(&a.country);
-    w.comps(f, &[&street, &other, &city, &state, &zip, &country, "L"]);
+    let (street, other, city) = (opt(&a.street), opt(&a.other), opt(&a.city));
+    let (state, zip, country) = (opt(&a.state), opt(&a.zip), opt(&a.country));
+    w.comps(f, &[street, other, city, state, zip, country, "L"]);
     w.comp(f, 9, a.county.as_deref().unwrap_or("").trim_ascii());
 }
 
-fn xtn_phone(w: &mut Writer, f: u16, rep: u16, phone: &(String, String)) {
-    w.comps_in(f, rep, &["", "PRN", "PH", "", "", &phone.0, &phone.1]);
+fn xtn_phone(w: &mut Writer, f: u16, rep: u16, phone: &Phone) {
+    w.comps_in(f, rep, &["", "PRN", "PH"]);
+    w.put_digits((f, rep, 6, 1), &phone.0).put_digits((f, rep, 7, 1), &phone.1);
 }
 
 /// XCN: id, family, given, assigning authority + id type when an id is sent, credential.
@@ -170,7 +161,7 @@ fn encode(
     hd_field(&mut w, 4, sending_facility);
     hd_field(&mut w, 5, (&profile.receiving_application).into());
     hd_field(&mut w, 6, (&profile.receiving_facility).into());
-    w.field(7, &ts_z(&now));
+    w.field_digits(7, &ts_z(&now));
     w.fixed(9, "VXU^V04^VXU_V04");
     w.field(10, control_id);
     w.field(11, profile.processing_id.code());
@@ -201,7 +192,7 @@ fn encode(
     {
         w.comp(6, 1, m).comp(6, 7, "M");
     }
-    w.field(7, &r.birth_date);
+    w.field_digits(7, &r.birth_date);
     w.field(8, p.sex.trim_ascii());
     for (i, race) in r.race.iter().enumerate() {
         let rep = u16::try_from(i + 1).unwrap_or(u16::MAX);
@@ -228,19 +219,19 @@ fn encode(
     // PD1 ---------------------------------------------------------------------------------
     let pd1_data = r.publicity.is_some() || p.protection.is_some() || p.registry_status.is_some();
     if profile.send_pd1 && pd1_data {
-        let dated = |d: &Option<String>| d.clone().unwrap_or_else(|| r.admin_date.clone());
+        let dated = |d: &Option<_>| d.unwrap_or(r.admin_date);
         w.segment("PD1");
         if let Some(pc) = &r.publicity {
             coded(&mut w, 11, pc);
         }
         if let Some(pi) = p.protection.as_deref().map(str::trim_ascii) {
-            w.field(12, pi).field(13, &dated(&r.protection_date));
+            w.field(12, pi).field_digits(13, &dated(&r.protection_date));
         }
         if let Some(rs) = p.registry_status.as_deref().map(str::trim_ascii) {
-            w.field(16, rs).field(17, &dated(&r.registry_status_date));
+            w.field(16, rs).field_digits(17, &dated(&r.registry_status_date));
         }
         if r.publicity.is_some() {
-            w.field(18, &dated(&r.publicity_date));
+            w.field_digits(18, &dated(&r.publicity_date));
         }
     }
 
@@ -280,9 +271,10 @@ fn encode(
 
     // RXA ---------------------------------------------------------------------------------
     let new_dose = r.kind == DoseKind::Administered;
-    w.segment("RXA").fixed(1, "0").fixed(2, "1").field(3, &r.admin_date);
+    let admin_date = &r.admin_date;
+    w.segment("RXA").fixed(1, "0").fixed(2, "1").field_digits(3, admin_date);
     if profile.send_rxa4 {
-        w.field(4, &r.admin_date);
+        w.field_digits(4, admin_date);
     }
     let (primary, alternate) = match (profile.ndc, &r.ndc) {
         (NdcPlacement::Alternate, Some(ndc)) => (&r.cvx, Some(ndc)),
@@ -298,7 +290,7 @@ fn encode(
             w.field(6, "999");
         }
         (_, Some(ml)) => {
-            w.field(6, ml).fixed(7, "mL^milliliter^UCUM");
+            w.field_digits(6, ml).fixed(7, "mL^milliliter^UCUM");
         }
     }
     match r.kind {
@@ -322,7 +314,7 @@ fn encode(
     if !refused {
         w.field(15, rec.vaccine.lot.as_deref().unwrap_or("").trim_ascii());
         if let Some(exp) = &r.expiration {
-            w.field(16, exp);
+            w.field_digits(16, exp);
         }
         if let Some(m) = &r.mvx {
             coded(&mut w, 17, m);
@@ -348,7 +340,7 @@ fn encode(
 
     // OBX groups: OBX-1 runs 1..n through the message, OBX-4 groups one observation's parts.
     if new_dose {
-        let mut obx = Obx { set_id: 0, sub_id: 0, date: &r.admin_date };
+        let mut obx = Obx { set_id: 0, sub_id: 0, date: admin_date };
         if let (true, Some(f)) = (profile.send_funding_source, &r.funding) {
             obx.next_group();
             obx.coded(&mut w, "30963-3^Vaccine funding source^LN", f, None);
@@ -368,9 +360,8 @@ fn encode(
                 ResolvedVis::Barcode { gdti, document, presented } => {
                     let doc = Coded { code: gdti, text: document, system: "cdcgs1vis" };
                     obx.coded(&mut w, "69764-9^Document type^LN", &doc, None);
-                    obx.value(
+                    obx.date(
                         &mut w,
-                        "DT",
                         "29769-7^Date vaccine information statement presented^LN",
                         presented,
                     );
@@ -378,15 +369,13 @@ fn encode(
                 ResolvedVis::VaccineType { cvx, text, published, presented } => {
                     let vt = Coded { code: cvx, text, system: "CVX" };
                     obx.coded(&mut w, "30956-7^Vaccine type^LN", &vt, None);
-                    obx.value(
+                    obx.date(
                         &mut w,
-                        "DT",
                         "29768-9^Date vaccine information statement published^LN",
                         published,
                     );
-                    obx.value(
+                    obx.date(
                         &mut w,
-                        "DT",
                         "29769-7^Date vaccine information statement presented^LN",
                         presented,
                     );
@@ -395,7 +384,9 @@ fn encode(
         }
         if let (true, Some(n)) = (profile.send_dose_number, rec.dose_number) {
             obx.next_group();
-            obx.value(&mut w, "ST", "30973-2^Dose number in series^LN", &n.to_string());
+            obx.head(&mut w, "ST", "30973-2^Dose number in series^LN");
+            w.number(5, n);
+            obx.tail(&mut w);
         }
     }
     w.finish()
@@ -405,7 +396,7 @@ fn encode(
 struct Obx<'d> {
     set_id: u32,
     sub_id: u32,
-    date: &'d str,
+    date: &'d Date,
 }
 
 impl Obx<'_> {
@@ -420,7 +411,7 @@ impl Obx<'_> {
     }
 
     fn tail(&self, w: &mut Writer) {
-        w.fixed(11, "F").field(14, self.date);
+        w.fixed(11, "F").field_digits(14, self.date);
     }
 
     fn coded(
@@ -438,15 +429,10 @@ impl Obx<'_> {
         }
     }
 
-    fn value(
-        &mut self,
-        w: &mut Writer,
-        value_type: &'static str,
-        loinc: &'static str,
-        value: &str,
-    ) {
-        self.head(w, value_type, loinc);
-        w.field(5, value);
+    /// An observation whose value is a date (value type DT).
+    fn date(&mut self, w: &mut Writer, loinc: &'static str, value: &Date) {
+        self.head(w, "DT", loinc);
+        w.field_digits(5, value);
         self.tail(w);
     }
 }

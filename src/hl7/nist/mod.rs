@@ -103,10 +103,19 @@ pub(crate) fn value_set(id: &str) -> Option<&'static ValueSetDef> {
     VALUE_SETS.binary_search_by(|v| v.id.cmp(id)).ok().map(|i| &VALUE_SETS[i])
 }
 
+/// The `(code, display, code system)` entry of `code` in value set `vs`.
+#[inline]
+pub(crate) fn code_in(
+    vs: &'static ValueSetDef,
+    code: &str,
+) -> Option<&'static (&'static str, &'static str, &'static str)> {
+    let i = vs.codes.binary_search_by(|c| super::codes::key_cmp(c.0, code)).ok()?;
+    vs.codes.get(i)
+}
+
 /// The display text of `code` in value set `id`, when the code is in it.
 pub(crate) fn display(id: &str, code: &str) -> Option<&'static str> {
-    let vs = value_set(id)?;
-    vs.codes.binary_search_by(|c| c.0.cmp(code)).ok().map(|i| vs.codes[i].1)
+    code_in(value_set(id)?, code).map(|c| c.1)
 }
 
 /// True when `code` is in value set `id`.
