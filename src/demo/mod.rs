@@ -248,7 +248,7 @@ pub fn run(
 }
 
 /// How long the simulated IIS is down at the start of the forward step.
-pub const OUTAGE_MS: u64 = 300;
+pub const OUTAGE_MS: u64 = 1_200;
 
 /// Starts the simulated IIS over TLS, imports its credentials, and drains the outbox to it.
 /// Returns (accepted, retried attempts).
@@ -300,7 +300,7 @@ fn forward(
     let forward = ForwardConfig {
         default: ForwardSettings {
             ca_file: Some(ca),
-            retry_base_ms: 150,
+            retry_base_ms: 200,
             retry_max_ms: 600,
             circuit_failures: 0,
             ..ForwardSettings::default()

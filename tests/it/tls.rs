@@ -116,7 +116,9 @@ fn an_untrusted_certificate_is_refused_and_nothing_is_marked_sent() {
     let report = forward(&db, &key, once_each());
     assert_eq!(report.providers[0].accepted, 0, "{report:?}");
     for (status, attempts, error) in statuses(&db) {
-        assert_eq!((status.as_str(), attempts), ("queued", 1));
+        assert_eq!(status, "queued");
+        // Full jitter may put a retry inside the drain's horizon: one or two tries, never sent.
+        assert!((1..=3).contains(&attempts), "{attempts}");
         let error = error.unwrap_or_default();
         assert!(error.contains("tls error") && error.contains("certificate"), "{error}");
     }
