@@ -127,6 +127,7 @@ pub async fn start(records: &[Value]) -> Result<DemoDataverse, String> {
         client_id: defaults.client_id.clone(),
         token_url: Some(sim.token_url()),
         page_size: 1000,
+        batch_size: 50,
         ca_file: None,
         vaccination: mapping,
         notification_log: Some(LogTable {

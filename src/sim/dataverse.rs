@@ -48,7 +48,7 @@
 //! format, batch size and unsupported-option messages (400 with code `0x80060888`, 501 for
 //! documented features the simulator lacks); the `EntityDefinitions` 404 text.
 
-mod batch;
+use crate::pull::dataverse::multipart as batch;
 mod paging;
 mod query;
 

@@ -36,6 +36,8 @@ pub struct SyncReport {
     pub conflicts: u64,
     /// Write-backs still waiting after this round.
     pub backlog: u64,
+    /// `$batch` requests sent.
+    pub batches: u64,
     /// The last error, when any.
     pub last_error: Option<String>,
 }
@@ -47,6 +49,9 @@ pub enum SyncError {
     #[error(transparent)]
     Store(#[from] crate::store::Error),
 }
+
+/// Due write-backs below this count go one request at a time; at or above it, by `$batch`.
+pub const BATCH_MIN: usize = 10;
 
 /// The name of this installation's id in `sync_cursor`.
 const INSTALLATION: &str = "installation_id";
@@ -103,32 +108,51 @@ pub async fn sync_once(
         if items.is_empty() {
             break;
         }
-        for item in items {
-            tried.insert(item.outbox_id);
-            match write_back(client, dv, log, &installation, &item, &mut report).await {
-                Ok(etag) => {
-                    store.sync_done(&item, etag.as_deref())?;
-                    report.synced += 1;
+        for chunk in items.chunks(if dv.batch_size > 1 && items.len() >= BATCH_MIN {
+            dv.batch_size
+        } else {
+            1
+        }) {
+            let results = if chunk.len() > 1 {
+                report.batches += 1;
+                write_back_batch(client, dv, log, &installation, chunk, &mut report).await
+            } else {
+                let mut one = Vec::new();
+                for item in chunk {
+                    one.push(write_back(client, dv, log, &installation, item, &mut report).await);
                 }
-                Err(e) => {
-                    report.failed += 1;
-                    let text = e.to_string();
-                    let delay = backoff::delay_ms(
-                        item.attempts + 1,
-                        5_000,
-                        3_600_000,
-                        None,
-                        backoff::draw(),
-                    );
-                    store.sync_failed(
-                        item.outbox_id,
-                        &text,
-                        now_ms() + i64::try_from(delay).unwrap_or(i64::MAX),
-                    )?;
-                    report.last_error = Some(text);
-                    if matches!(e, Error::Unavailable { .. } | Error::Auth { .. }) {
-                        warn!(error = %e, "dataverse unreachable; outcomes wait in the outbox");
-                        break 'rounds;
+                one
+            };
+            for (item, result) in chunk.iter().zip(results) {
+                tried.insert(item.outbox_id);
+                match result {
+                    Ok(etag) => {
+                        store.sync_done(item, etag.as_deref())?;
+                        report.synced += 1;
+                    }
+                    Err(e) => {
+                        report.failed += 1;
+                        let text = e.to_string();
+                        let delay = backoff::delay_ms(
+                            item.attempts + 1,
+                            5_000,
+                            3_600_000,
+                            None,
+                            backoff::draw(),
+                        );
+                        store.sync_failed(
+                            item.outbox_id,
+                            &text,
+                            now_ms() + i64::try_from(delay).unwrap_or(i64::MAX),
+                        )?;
+                        report.last_error = Some(text);
+                        if matches!(e, Error::Unavailable { .. } | Error::Auth { .. }) {
+                            warn!(error = %e, "dataverse unreachable; outcomes wait in the outbox");
+                            for rest in chunk {
+                                tried.insert(rest.outbox_id);
+                            }
+                            break 'rounds;
+                        }
                     }
                 }
             }
@@ -144,14 +168,13 @@ pub async fn sync_once(
     Ok(report)
 }
 
-async fn write_back(
-    client: &Client,
+/// The notification log upsert: (target, JSON body).
+fn log_upsert(
     dv: &DataverseConfig,
     log: &LogTable,
     installation: &str,
     item: &SyncItem,
-    report: &mut SyncReport,
-) -> Result<Option<String>, Error> {
+) -> (String, Vec<u8>) {
     let vset = &dv.vaccination.entity_set;
     let mut body = Map::new();
     body.insert(log.control_id.clone(), json!(item.control_id));
@@ -168,66 +191,238 @@ async fn write_back(
         json!(format!("/{vset}({})", item.vaccination_id)),
     );
     let target = format!("{}({})", log.entity_set, log_guid(installation, item.log_id));
-    let bytes = serde_json::to_vec(&Value::Object(body)).unwrap_or_default();
+    (target, serde_json::to_vec(&Value::Object(body)).unwrap_or_default())
+}
+
+/// The vaccination row update: status, and the flag cleared when `clear`.
+fn row_update(dv: &DataverseConfig, log: &LogTable, item: &SyncItem, clear: bool) -> Vec<u8> {
+    let flag = &dv.vaccination.generate_hl7;
+    let mut b = Map::new();
+    if let Some(col) = &log.vaccination_status {
+        b.insert(col.clone(), json!(item.status));
+    }
+    if clear {
+        b.insert(flag.column.clone(), flag.cleared_value());
+    }
+    serde_json::to_vec(&Value::Object(b)).unwrap_or_default()
+}
+
+fn row_target(dv: &DataverseConfig, item: &SyncItem) -> String {
+    format!(
+        "{}({})?$select={}",
+        dv.vaccination.entity_set, item.vaccination_id, dv.vaccination.modified_on
+    )
+}
+
+/// PATCHes the vaccination row under `if_match`; returns the new ETag.
+async fn patch_row(
+    client: &Client,
+    dv: &DataverseConfig,
+    item: &SyncItem,
+    if_match: &str,
+    body: Vec<u8>,
+) -> Result<Option<String>, Error> {
+    let target = row_target(dv, item);
     client
         .send(&Request {
             method: reqwest::Method::PATCH,
-            body: Some(bytes),
+            prefer: vec!["return=representation".into()],
+            if_match: Some(if_match),
+            body: Some(body),
+            ..Request::get(&target)
+        })
+        .await
+        .map(|a| a.json(&target).ok().and_then(|v| etag_of(&v)).or(a.etag))
+}
+
+fn etag_of(v: &Value) -> Option<String> {
+    v.get("@odata.etag").and_then(Value::as_str).map(str::to_owned)
+}
+
+/// After a 412: re-read the row and write again under its new ETag, keeping a newer request.
+async fn resolve_conflict(
+    client: &Client,
+    dv: &DataverseConfig,
+    log: &LogTable,
+    item: &SyncItem,
+    report: &mut SyncReport,
+) -> Result<Option<String>, Error> {
+    report.conflicts += 1;
+    let flag = &dv.vaccination.generate_hl7;
+    let read = format!(
+        "{}({})?$select={},{}",
+        dv.vaccination.entity_set, item.vaccination_id, flag.column, dv.vaccination.modified_on
+    );
+    let current = client.send(&Request::get(&read)).await?.json(&read)?;
+    let etag = etag_of(&current).unwrap_or_else(|| "*".into());
+    let modified = current.get(&dv.vaccination.modified_on).and_then(Value::as_str);
+    // A flag set on a version newer than the one read: a new request; leave it set.
+    let newer_request = flag.holds(&current)
+        && matches!((modified, item.modified_on.as_deref()), (Some(now), Some(then)) if now > then);
+    let written =
+        patch_row(client, dv, item, &etag, row_update(dv, log, item, !newer_request)).await?;
+    // With a newer request kept, the version written is not only ours: the next pull must take
+    // it (so its ETag is not remembered as our own).
+    Ok(if newer_request { None } else { written })
+}
+
+async fn write_back(
+    client: &Client,
+    dv: &DataverseConfig,
+    log: &LogTable,
+    installation: &str,
+    item: &SyncItem,
+    report: &mut SyncReport,
+) -> Result<Option<String>, Error> {
+    let (target, body) = log_upsert(dv, log, installation, item);
+    client
+        .send(&Request {
+            method: reqwest::Method::PATCH,
+            body: Some(body),
             ..Request::get(&target)
         })
         .await?;
-
-    // The vaccination row, guarded by its ETag.
-    let row = format!("{vset}({})", item.vaccination_id);
-    let flag = &dv.vaccination.generate_hl7;
-    let update = |clear: bool| {
-        let mut b = Map::new();
-        if let Some(col) = &log.vaccination_status {
-            b.insert(col.clone(), json!(item.status));
-        }
-        if clear {
-            b.insert(flag.column.clone(), flag.cleared_value());
-        }
-        serde_json::to_vec(&Value::Object(b)).unwrap_or_default()
-    };
-    let patch = |if_match: String, body: Vec<u8>| {
-        let row = row.clone();
-        async move {
-            let select = format!("{row}?$select={}", dv.vaccination.modified_on);
-            client
-                .send(&Request {
-                    method: reqwest::Method::PATCH,
-                    prefer: vec!["return=representation".into()],
-                    if_match: Some(&if_match),
-                    body: Some(body),
-                    ..Request::get(&select)
-                })
-                .await
-                .map(|a| {
-                    a.json(&row)
-                        .ok()
-                        .and_then(|v| {
-                            v.get("@odata.etag").and_then(Value::as_str).map(str::to_owned)
-                        })
-                        .or(a.etag)
-                })
-        }
-    };
-    match patch(item.etag.clone().unwrap_or_else(|| "*".into()), update(true)).await {
-        Ok(etag) => Ok(etag),
+    let if_match = item.etag.clone().unwrap_or_else(|| "*".into());
+    match patch_row(client, dv, item, &if_match, row_update(dv, log, item, true)).await {
         Err(Error::Api { status: 412, .. }) => {
-            report.conflicts += 1;
-            let read = format!("{row}?$select={},{}", flag.column, dv.vaccination.modified_on);
-            let current = client.send(&Request::get(&read)).await?.json(&read)?;
-            let etag = current.get("@odata.etag").and_then(Value::as_str).unwrap_or("*").to_owned();
-            let modified = current.get(&dv.vaccination.modified_on).and_then(Value::as_str);
-            // A flag set on a version newer than the one read: a new request; leave it set.
-            let newer_request = flag.holds(&current)
-                && matches!((modified, item.modified_on.as_deref()), (Some(now), Some(then)) if now > then);
-            patch(etag, update(!newer_request)).await
+            resolve_conflict(client, dv, log, item, report).await
         }
-        Err(e) => Err(e),
+        other => other,
     }
+}
+
+/// Writes back many outcomes in one `$batch` (two operations each, `continue-on-error`), then
+/// finishes 412s one by one. One result per item, in order.
+async fn write_back_batch(
+    client: &Client,
+    dv: &DataverseConfig,
+    log: &LogTable,
+    installation: &str,
+    items: &[SyncItem],
+    report: &mut SyncReport,
+) -> Vec<Result<Option<String>, Error>> {
+    use crate::pull::dataverse::multipart::{self, HttpMessage, Part};
+    let base_path = reqwest::Url::parse(client.api_base())
+        .map(|u| u.path().to_owned())
+        .unwrap_or_else(|_| "/api/data/v9.2/".into());
+    let boundary = format!("batch_izrelay_{:016x}", fastrand::u64(..));
+    let mut parts = Vec::with_capacity(items.len() * 2);
+    for (i, item) in items.iter().enumerate() {
+        let (target, body) = log_upsert(dv, log, installation, item);
+        let if_match = item.etag.clone().unwrap_or_else(|| "*".into());
+        let ops = [
+            (target, body, None),
+            (row_target(dv, item), row_update(dv, log, item, true), Some(if_match)),
+        ];
+        for (k, (target, body, if_match)) in ops.into_iter().enumerate() {
+            let mut headers = vec![("Content-Type".to_owned(), "application/json".to_owned())];
+            if let Some(m) = if_match {
+                headers.push(("If-Match".into(), m));
+                headers.push(("Prefer".into(), "return=representation".into()));
+            }
+            let http = HttpMessage {
+                start: format!("PATCH {base_path}{target} HTTP/1.1"),
+                headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            };
+            parts.push(Part {
+                headers: vec![
+                    ("Content-Type".into(), "application/http".into()),
+                    ("Content-Transfer-Encoding".into(), "binary".into()),
+                    ("Content-ID".into(), (i * 2 + k + 1).to_string()),
+                ],
+                body: multipart::write_http(&http),
+            });
+        }
+    }
+    let body = multipart::write(&boundary, &parts);
+    let sent = client
+        .send(&Request {
+            method: reqwest::Method::POST,
+            prefer: vec!["odata.continue-on-error".into()],
+            content_type: Some(format!("multipart/mixed; boundary={boundary}")),
+            body: Some(body.into_bytes()),
+            ..Request::get("$batch")
+        })
+        .await;
+    let answer = match sent {
+        Ok(a) => a,
+        Err(e) => {
+            let text = e.to_string();
+            let unavailable = matches!(e, Error::Unavailable { .. } | Error::Auth { .. });
+            return items
+                .iter()
+                .map(|_| {
+                    Err(if unavailable {
+                        Error::Unavailable {
+                            method: "POST".into(),
+                            path: "$batch".into(),
+                            attempts: 0,
+                            last: text.clone(),
+                        }
+                    } else {
+                        Error::Api {
+                            method: "POST".into(),
+                            path: "$batch".into(),
+                            status: 0,
+                            code: String::new(),
+                            message: text.clone(),
+                        }
+                    })
+                })
+                .collect();
+        }
+    };
+    let text = String::from_utf8_lossy(&answer.body).into_owned();
+    let responses: Vec<HttpMessage> = text
+        .lines()
+        .find(|l| l.starts_with("--"))
+        .map(|l| l.trim_end().trim_start_matches("--").to_owned())
+        .and_then(|b| multipart::parse(&text, &b).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| multipart::parse_http(&p.body).ok())
+        .collect();
+    let status = |m: &HttpMessage| {
+        m.start.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok()).unwrap_or(0)
+    };
+    let api_err = |m: &HttpMessage, path: &str| {
+        let (code, message) = crate::pull::dataverse::client::error_text(m.body.as_bytes());
+        Error::Api {
+            method: "PATCH".into(),
+            path: path.to_owned(),
+            status: status(m),
+            code,
+            message,
+        }
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let (Some(log_r), Some(row_r)) = (responses.get(i * 2), responses.get(i * 2 + 1)) else {
+            out.push(Err(Error::Api {
+                method: "POST".into(),
+                path: "$batch".into(),
+                status: 0,
+                code: String::new(),
+                message: "no answer for this operation in the $batch response".into(),
+            }));
+            continue;
+        };
+        if !(200..300).contains(&status(log_r)) {
+            out.push(Err(api_err(log_r, &log.entity_set)));
+            continue;
+        }
+        let r = match status(row_r) {
+            200..=299 => Ok(serde_json::from_str::<Value>(&row_r.body)
+                .ok()
+                .and_then(|v| etag_of(&v))
+                .or_else(|| multipart::header(&row_r.headers, "ETag").map(str::to_owned))),
+            412 => resolve_conflict(client, dv, log, item, report).await,
+            _ => Err(api_err(row_r, &dv.vaccination.entity_set)),
+        };
+        out.push(r);
+    }
+    out
 }
 
 #[cfg(test)]

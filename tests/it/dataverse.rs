@@ -253,8 +253,18 @@ fn probe_finds_the_mapping_complete_and_names_a_renamed_column() {
 
 #[test]
 fn outcomes_wait_while_dataverse_is_down_then_sync_exactly_once_and_clear_the_flag() {
+    sync_cycle(50);
+}
+
+#[test]
+fn the_same_without_batch_one_request_per_operation() {
+    sync_cycle(0);
+}
+
+fn sync_cycle(batch_size: usize) {
     use izrelay::store::outbox::{Attempt, Finish};
     let mut e = env(dv::Config::default(), 0);
+    e.dv.batch_size = batch_size;
     for i in 0..20 {
         let mut r = row(i, true);
         r["izr_generatehl7"] = json!(i % 4 == 0);
@@ -305,9 +315,16 @@ fn outcomes_wait_while_dataverse_is_down_then_sync_exactly_once_and_clear_the_fl
         .execute("UPDATE dataverse_outbox SET next_attempt_at = 0", [])
         .expect("due now");
 
+    // Meanwhile a user asks again for row 1 (a newer version: its ETag no longer matches).
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    let mut again_requested = row(1, true);
+    again_requested["izr_generatehl7"] = json!(true);
+    e.sim.upsert_row(SET, again_requested);
+
     // Back: every outcome written exactly once, the flag cleared, the status set.
     let r = e.rt.block_on(izrelay::sync::sync_once(&e.client, &e.dv, &mut e.store)).expect("sync");
     assert_eq!((r.synced, r.failed, r.backlog), (20, 0, 0), "{r:?}");
+    assert_eq!(r.batches, u64::from(batch_size > 0), "{r:?}");
     let again =
         e.rt.block_on(izrelay::sync::sync_once(&e.client, &e.dv, &mut e.store)).expect("sync");
     assert_eq!(again.synced, 0, "nothing twice");
@@ -319,13 +336,16 @@ fn outcomes_wait_while_dataverse_is_down_then_sync_exactly_once_and_clear_the_fl
         assert_eq!(stats.writes_to("izr_notificationlogs", id), 1, "written once: {l}");
         assert_eq!(l["izr_ackcode"], "AA");
     }
+    assert_eq!(r.conflicts, 1, "the edited row answered 412: {r:?}");
     for i in 0..20 {
         let id = format!("00000000-0000-4000-8000-{i:012}");
         let v = e.sim.row(SET, &id).expect("row");
-        assert_eq!(v["izr_generatehl7"], json!(false), "{v}");
+        // Row 1's newer request stands; every other flag is cleared.
+        assert_eq!(v["izr_generatehl7"], json!(i == 1), "{v}");
         assert_eq!(v["izr_hl7status"], "accepted");
     }
-    // The write-back is not a user's change: the next pull sends nothing again.
+    // The write-back is not a user's change: the next pull sends nothing again, except the
+    // user's new request for row 1.
     let p = e.pull();
-    assert_eq!((p.own_writes, p.intake.queued), (20, 0), "{p:?}");
+    assert_eq!((p.own_writes, p.intake.queued), (19, 1), "{p:?}");
 }

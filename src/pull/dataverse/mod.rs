@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod mapping;
+pub(crate) mod multipart;
 pub mod probe;
 pub mod pull;
 
@@ -48,6 +49,14 @@ pub struct DataverseConfig {
     /// Where outcomes are written back; none = no write-back.
     #[serde(default)]
     pub notification_log: Option<LogTable>,
+    /// Outcomes per `$batch` request when the write-back backlog is large (0 = one request per
+    /// operation). Microsoft advises small batches; each outcome is two operations.
+    #[serde(default = "batch_size")]
+    pub batch_size: usize,
+}
+
+fn batch_size() -> usize {
+    50
 }
 
 /// The notification log table outcomes are written to (one record per local notification log
@@ -109,6 +118,12 @@ impl DataverseConfig {
     /// Every problem, each prefixed by `key`.
     pub fn problems(&self, key: &str) -> Vec<String> {
         let mut p = self.vaccination.problems(&format!("{key}.vaccination"));
+        if self.batch_size > 500 {
+            p.push(format!(
+                "{key}.batch_size: {} is over 500 (a $batch holds at most 1,000 operations)",
+                self.batch_size
+            ));
+        }
         if !(1..=5000).contains(&self.page_size) {
             p.push(format!("{key}.page_size: {} is not between 1 and 5000", self.page_size));
         }
