@@ -34,11 +34,15 @@ fn row(i: usize) -> serde_json::Value {
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("rt");
-    let mut table = Table::new(SET, "msemr_medicationadministration", "msemr_medicationadministrationid");
+    let mut table =
+        Table::new(SET, "msemr_medicationadministration", "msemr_medicationadministrationid");
     table.change_tracking = true;
     let log = Table::new("izr_notificationlogs", "izr_notificationlog", "izr_notificationlogid");
     let sim = rt
-        .block_on(dv::start(([127, 0, 0, 1], 0).into(), dv::Config { tables: vec![table, log], ..dv::Config::default() }))
+        .block_on(dv::start(
+            ([127, 0, 0, 1], 0).into(),
+            dv::Config { tables: vec![table, log], ..dv::Config::default() },
+        ))
         .expect("sim");
     for i in 0..N {
         sim.upsert_row(SET, row(i));
@@ -56,7 +60,13 @@ fn main() {
     let mut store = Store::open(&dir.path().join("izrelay.db")).expect("store");
     let now = chrono::Local::now().fixed_offset();
     let pulled = rt
-        .block_on(izrelay::pull::dataverse::pull::pull(&client, &dvc.vaccination, &mut store, &config.profiles, now))
+        .block_on(izrelay::pull::dataverse::pull::pull(
+            &client,
+            &dvc.vaccination,
+            &mut store,
+            &config.profiles,
+            now,
+        ))
         .expect("pull");
     assert_eq!(pulled.intake.queued as usize, N, "{pulled:?}");
     loop {
@@ -70,17 +80,30 @@ fn main() {
                 log_id: c.log_id,
                 finish: Finish::Accepted {
                     ack_code: "AA".into(),
-                    ack: format!("MSH|^~\\&|IIS|IIS|||20261120||ACK^V04^ACK|A{}|P|2.5.1\rMSA|AA|{}", c.log_id, c.control_id),
+                    ack: format!(
+                        "MSH|^~\\&|IIS|IIS|||20261120||ACK^V04^ACK|A{}|P|2.5.1\rMSA|AA|{}",
+                        c.log_id, c.control_id
+                    ),
                     ack_errors: "[]".into(),
                 },
-                attempt: Attempt { started_at: 0, duration_ms: 1, http_status: Some(200), outcome: "accepted".into(), error: None },
+                attempt: Attempt {
+                    started_at: 0,
+                    duration_ms: 1,
+                    http_status: Some(200),
+                    outcome: "accepted".into(),
+                    error: None,
+                },
             })
             .collect();
         store.finish_batch(&outcomes).expect("finish");
     }
     for batch_size in [0usize, 50] {
         let db = rusqlite::Connection::open(store.path()).expect("db");
-        db.execute("UPDATE dataverse_outbox SET done_at = NULL, next_attempt_at = 0, attempts = 0", []).expect("reset");
+        db.execute(
+            "UPDATE dataverse_outbox SET done_at = NULL, next_attempt_at = 0, attempts = 0",
+            [],
+        )
+        .expect("reset");
         drop(db);
         dvc.batch_size = batch_size;
         let before = sim.stats();
@@ -88,11 +111,16 @@ fn main() {
         let r = rt.block_on(izrelay::sync::sync_once(&client, &dvc, &mut store)).expect("sync");
         let secs = start.elapsed().as_secs_f64();
         let after = sim.stats();
-        let requests: u64 = after.requests.values().sum::<u64>() - before.requests.values().sum::<u64>();
+        let requests: u64 =
+            after.requests.values().sum::<u64>() - before.requests.values().sum::<u64>();
         assert_eq!(r.synced as usize, N, "{r:?}");
         println!(
             "sync {N} outcomes, {}: {secs:.1} s, {requests} HTTP requests ({} $batch, {} conflicts), {:.0} outcomes/s",
-            if batch_size == 0 { "one request per operation".to_owned() } else { format!("$batch of {batch_size}") },
+            if batch_size == 0 {
+                "one request per operation".to_owned()
+            } else {
+                format!("$batch of {batch_size}")
+            },
             r.batches,
             r.conflicts,
             N as f64 / secs

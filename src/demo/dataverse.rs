@@ -76,6 +76,10 @@ pub fn rows_and_mapping(records: &[Value]) -> (Vec<Value>, Mapping) {
                 }
             }
         }
+        // Every row has both flags, as every row of a real table has every column.
+        for flag in ["completed", "generate_hl7"] {
+            row.entry(column(flag)).or_insert(Value::Bool(false));
+        }
         rows.push(Value::Object(row));
     }
     let yes = |c: &str| Condition { column: column(c), equals: Value::Bool(true), cleared: None };

@@ -1495,6 +1495,19 @@ fn list(shared: &Shared, data: &mut Data, t: &Table, opts: &Opts, req: &Req<'_>)
             t.logical_name
         ));
     }
+    // A column the table does not have (a renamed or misspelled one in a mapping). The
+    // simulator knows a table's columns from its rows, so an empty table accepts any.
+    if let Some(select) = &opts.select {
+        if let Some(td) = data.tables.get(&t.entity_set).filter(|td| !td.rows.is_empty()) {
+            let known = td.columns();
+            if let Some(c) = select.iter().find(|c| !known.contains(c)) {
+                return Reply::bad(&format!(
+                    "Could not find a property named '{c}' on type 'Microsoft.Dynamics.CRM.{}'.",
+                    t.logical_name
+                ));
+            }
+        }
+    }
     let page_size = match prefs.max_page_size {
         Some(n) => n.min(shared.config.max_page_size),
         None => opts.top.unwrap_or(shared.config.max_page_size).min(shared.config.max_page_size),

@@ -349,3 +349,20 @@ fn sync_cycle(batch_size: usize) {
     let p = e.pull();
     assert_eq!((p.own_writes, p.intake.queued), (19, 1), "{p:?}");
 }
+
+#[test]
+fn a_renamed_column_stops_the_pull_with_its_name_and_loses_nothing() {
+    let mut e = env(dv::Config::default(), 50);
+    assert_eq!(e.pull().intake.queued, 38);
+    let before = e.counts();
+    e.dv.vaccination.fields.insert("vaccine.lot".into(), "izr_lot_number".into());
+    e.store.set_cursor(izrelay::pull::dataverse::pull::DELTA_CURSOR, None).expect("forget link");
+    let now = chrono::Local::now().fixed_offset();
+    let err =
+        e.rt.block_on(pull(&e.client, &e.dv.vaccination, &mut e.store, &e.config.profiles, now))
+            .err()
+            .map(|x| x.to_string())
+            .unwrap_or_default();
+    assert!(err.contains("HTTP 400") && err.contains("izr_lot_number"), "{err}");
+    assert_eq!(e.counts(), before, "nothing local changed");
+}
