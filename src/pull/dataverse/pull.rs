@@ -4,9 +4,10 @@
 //! returns the ids of the vaccination rows changed since the last pull (change tracking allows
 //! no `$expand` or `$filter`), and those rows are then read whole, with their lookups
 //! expanded, by `Microsoft.Dynamics.CRM.In` on the primary key, [`ID_CHUNK`] at a time. The
-//! first pull, and any pull whose delta token has expired, takes a new delta link first and
-//! then reads the whole table ([`pull_all`]); a change made between the two is read again
-//! next time, which intake turns into nothing. The new delta link is stored only after every
+//! first pull takes a new delta link first and then reads the whole table ([`pull_all`]); a
+//! pull whose delta token has expired does the same but reads only the rows modified at or
+//! after the watermark (the newest `modifiedon` a complete pull took). A change made between
+//! the two reads is read again next time, which intake turns into nothing. The new delta link is stored only after every
 //! row it covers is in the store. Filtering for *Completed* and *Generate HL7* happens in
 //! intake: new or changed and *Completed* → a message; *Generate HL7* → a message again;
 //! unchanged → nothing. A row the mapping cannot turn into a record is kept as an `invalid`
@@ -42,7 +43,13 @@ pub struct PullReport {
     pub deleted: u64,
     /// Rows skipped because the version read is the one our own write-back produced.
     pub own_writes: u64,
+    /// The newest `modifiedon` taken (the watermark for a resync after an expired token).
+    #[serde(skip)]
+    pub newest: Option<String>,
 }
+
+/// The `sync_cursor` name of the newest `modifiedon` taken by a complete pull.
+pub const WATERMARK_CURSOR: &str = "dataverse.vaccination.watermark";
 
 /// Takes one page: skips the versions our own write-back produced (clearing *Generate HL7*
 /// must not read as a change and send the dose again), prepares the rest, takes them in, and
@@ -69,6 +76,12 @@ fn take_page(
                 continue;
             }
             let modified = r.get(&mapping.modified_on).and_then(Value::as_str).map(str::to_owned);
+            if let Some(m) = &modified {
+                // RFC 3339 UTC strings order like the times they are.
+                if report.newest.as_ref().is_none_or(|n| m > n) {
+                    report.newest = Some(m.clone());
+                }
+            }
             seen.push((id, etag, modified));
         }
         fresh.push(r);
@@ -162,6 +175,19 @@ pub async fn pull_all(
     profiles: &Profiles,
     now: DateTime<FixedOffset>,
 ) -> Result<PullReport, PullError> {
+    read_all(client, mapping, store, profiles, now, None).await
+}
+
+/// Reads every row (or, with `since`, every row modified at or after it: `ge`, as rows share
+/// seconds) and takes each page in.
+async fn read_all(
+    client: &Client,
+    mapping: &Mapping,
+    store: &mut Store,
+    profiles: &Profiles,
+    now: DateTime<FixedOffset>,
+    since: Option<&str>,
+) -> Result<PullReport, PullError> {
     let mut report = PullReport { mode: "full".into(), ..PullReport::default() };
     let mut failure: Option<crate::store::Error> = None;
     {
@@ -176,7 +202,15 @@ pub async fn pull_all(
                 *failure = Some(e);
             }
         };
-        client.read_pages(&mapping.query(), false, &mut page).await?;
+        let query = match since {
+            Some(t) => format!(
+                "{}&$filter={}",
+                mapping.query(),
+                encode_query_value(&format!("{} ge {t}", mapping.modified_on))
+            ),
+            None => mapping.query(),
+        };
+        client.read_pages(&query, false, &mut page).await?;
     }
     if let Some(e) = failure {
         return Err(e.into());
@@ -234,6 +268,7 @@ pub async fn pull(
                 if let Some(next) = next {
                     store.set_cursor(DELTA_CURSOR, Some(&next))?;
                 }
+                save_watermark(store, &report)?;
                 info!(
                     changed = changed.len(),
                     queued = report.intake.queued,
@@ -248,15 +283,32 @@ pub async fn pull(
             Err(e) => return Err(e.into()),
         }
     }
-    // Baseline first, so changes made during the full read come back in the next delta.
+    // Baseline first, so changes made during the read come back in the next delta.
     let baseline = client.read_pages(&mapping.tracked_query(), true, &mut |_rows| {}).await?;
-    let mut report = pull_all(client, mapping, store, profiles, now).await?;
-    report.mode = if expired { "full (delta token expired)".into() } else { "full".into() };
+    let watermark = if expired { store.cursor(WATERMARK_CURSOR)? } else { None };
+    let mut report = read_all(client, mapping, store, profiles, now, watermark.as_deref()).await?;
+    report.mode = match (expired, &watermark) {
+        (true, Some(_)) => "watermark (delta token expired)".into(),
+        (true, None) => "full (delta token expired)".into(),
+        (false, _) => "full".into(),
+    };
     match baseline {
         Some(link) => store.set_cursor(DELTA_CURSOR, Some(&link))?,
         None => warn!("dataverse gave no delta link: is change tracking enabled on the table?"),
     }
+    save_watermark(store, &report)?;
     Ok(report)
+}
+
+/// Advances the watermark to the newest `modifiedon` a complete pull took.
+fn save_watermark(store: &mut Store, report: &PullReport) -> Result<(), PullError> {
+    if let Some(newest) = &report.newest {
+        let old = store.cursor(WATERMARK_CURSOR)?;
+        if old.as_ref().is_none_or(|o| newest > o) {
+            store.set_cursor(WATERMARK_CURSOR, Some(newest))?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads rows whole by primary key, [`ID_CHUNK`] ids per request, and takes them in.
