@@ -94,6 +94,9 @@ pub struct Table {
     pub alternate_keys: Vec<Vec<String>>,
     /// Whether change tracking is enabled (`Prefer: odata.track-changes` is honoured).
     pub change_tracking: bool,
+    /// Choice (picklist) columns: column → its options (value, label), served as
+    /// `PicklistAttributeMetadata` with their `OptionSet`.
+    pub choices: BTreeMap<String, Vec<(i64, String)>>,
 }
 
 impl Table {
@@ -105,6 +108,7 @@ impl Table {
             primary_key: primary_key.to_owned(),
             alternate_keys: Vec::new(),
             change_tracking: false,
+            choices: BTreeMap::new(),
         }
     }
 }
@@ -402,6 +406,7 @@ impl TableData {
         for k in &self.table.alternate_keys {
             cols.extend(k.iter().cloned());
         }
+        cols.extend(self.table.choices.keys().cloned());
         for r in self.rows.values() {
             for (k, v) in &r.fields {
                 if !query::is_navigation(v) {
@@ -1377,6 +1382,9 @@ fn not_found(t: &Table, key_text: &str) -> Reply {
 
 /// Serves one Web API request (also one operation of a `$batch`) on locked data.
 fn api(shared: &Shared, data: &mut Data, req: &Req<'_>) -> Reply {
+    if let Some(reply) = attribute_metadata(shared, data, req) {
+        return reply;
+    }
     let (name, key) = match split_resource(req.resource) {
         Ok(x) => x,
         Err(r) => return r,
@@ -1976,6 +1984,8 @@ fn entity_definition(
                     .map_or_else(|| c.clone(), str::to_owned);
                 let kind = if logical != c {
                     "Lookup"
+                } else if t.choices.contains_key(&c) {
+                    "Picklist"
                 } else if c == t.primary_key {
                     "Uniqueidentifier"
                 } else if c == "createdon" || c == "modifiedon" {
@@ -2007,6 +2017,66 @@ fn entity_definition(
         });
     }
     Reply::json(200, Value::Object(m))
+}
+
+/// `EntityDefinitions(LogicalName='x')/Attributes/Microsoft.Dynamics.CRM.{Picklist|Status}AttributeMetadata`:
+/// the table's choice columns with their options (`$expand=OptionSet` is always served; the
+/// simulator's choices are all picklists, so the status cast is an empty list). `None` when the
+/// path is something else.
+fn attribute_metadata(shared: &Shared, data: &Data, req: &Req<'_>) -> Option<Reply> {
+    let decoded = percent_decode(req.resource)?;
+    let rest = decoded.strip_prefix("EntityDefinitions(LogicalName=")?;
+    let (logical, cast) = rest.split_once(")/Attributes/")?;
+    let logical = logical.trim().trim_matches('\'');
+    if req.method != "GET" {
+        return Some(method_not_allowed(
+            &Method::from_bytes(req.method.as_bytes()).unwrap_or(Method::POST),
+        ));
+    }
+    let picklists = match cast {
+        "Microsoft.Dynamics.CRM.PicklistAttributeMetadata" => true,
+        "Microsoft.Dynamics.CRM.StatusAttributeMetadata" => false,
+        _ => {
+            return Some(Reply::error(
+                501,
+                "",
+                &format!("the Dataverse simulator does not implement the path '{decoded}'"),
+            ));
+        }
+    };
+    let Some(td) = data.tables.values().find(|td| td.table.logical_name == logical) else {
+        return Some(Reply::error(
+            404,
+            "0x80040217",
+            &format!("Could not find an entity with the logical name '{logical}'."),
+        ));
+    };
+    let label = |text: &str| {
+        json!({"LocalizedLabels": [{"Label": text, "LanguageCode": 1033}],
+               "UserLocalizedLabel": {"Label": text, "LanguageCode": 1033}})
+    };
+    let value: Vec<Value> = if picklists {
+        td.table
+            .choices
+            .iter()
+            .map(|(column, options)| {
+                let options: Vec<Value> = options
+                    .iter()
+                    .map(|(v, text)| json!({"Value": v, "Label": label(text)}))
+                    .collect();
+                json!({"LogicalName": column, "OptionSet": {"Options": options}, "GlobalOptionSet": null})
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Some(Reply::json(
+        200,
+        json!({
+            "@odata.context": format!("{}{API_PATH}$metadata#EntityDefinitions('{logical}')/Attributes/{cast}(LogicalName,OptionSet)", shared.url),
+            "value": value,
+        }),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2200,6 +2270,7 @@ mod tests {
             primary_key: "x_rowid".into(),
             alternate_keys: vec![vec!["x_code".into()], vec!["x_a".into(), "x_b".into()]],
             change_tracking: true,
+            choices: BTreeMap::new(),
         }
     }
 

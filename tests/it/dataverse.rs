@@ -66,6 +66,15 @@ fn row(i: usize, completed: bool) -> Value {
     })
 }
 
+/// `msemr_status` as the CDM healthcare model defines it (research/dataverse.md §1.4).
+fn status_options() -> Vec<(i64, String)> {
+    ["In Progress", "On Hold", "Completed", "Entered in Error", "Item", "Stopped", "Unknown"]
+        .iter()
+        .zip(935_000_000..)
+        .map(|(l, v)| (v, (*l).to_owned()))
+        .collect()
+}
+
 struct Env {
     rt: tokio::runtime::Runtime,
     sim: dv::Running,
@@ -80,6 +89,11 @@ fn env(sim_config: dv::Config, rows: usize) -> Env {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("rt");
     let mut table = Table::new(SET, "msemr_medicationadministration", PK);
     table.change_tracking = true;
+    table.choices.insert("msemr_status".into(), status_options());
+    table.choices.insert(
+        "izr_sexcode".into(),
+        vec![(1, "Male".into()), (2, "Female".into()), (3, "Other".into())],
+    );
     let log_table =
         Table::new("izr_notificationlogs", "izr_notificationlog", "izr_notificationlogid");
     let sim = rt
@@ -251,6 +265,44 @@ fn probe_finds_the_mapping_complete_and_names_a_renamed_column() {
     let r =
         e.rt.block_on(izrelay::pull::dataverse::probe::probe(&e.client, &missing)).expect("probe");
     assert!(r.problems[0].contains("no table \"izr_nosuchtable\""), "{r:?}");
+}
+
+#[test]
+fn probe_names_every_option_value_the_environment_lacks() {
+    let e = env(dv::Config::default(), 5);
+    let mut m = e.dv.vaccination.clone();
+    m.completed.equals = serde_json::json!(935_000_009);
+    m.generate_hl7.equals = serde_json::json!(1);
+    m.fields.insert("patient.sex".into(), "izr_sexcode".into());
+    m.values.insert(
+        "patient.sex".into(),
+        [("1", "M"), ("2", "F"), ("9", "U")]
+            .iter()
+            .map(|(a, b)| ((*a).into(), (*b).into()))
+            .collect(),
+    );
+    let r = e.rt.block_on(izrelay::pull::dataverse::probe::probe(&e.client, &m)).expect("probe");
+    assert_eq!(r.problems.len(), 3, "{r:#?}");
+    assert!(
+        r.problems[0].contains("completed.equals: 935000009 is not an option of msemr_status")
+            && r.problems[0].contains("935000002 Completed"),
+        "{r:#?}"
+    );
+    assert!(
+        r.problems[1].contains("generate_hl7.equals: izr_generatehl7 is a yes/no column"),
+        "{r:#?}"
+    );
+    assert!(r.problems[2].contains("\"9\" is not an option of izr_sexcode"), "{r:#?}");
+    assert!(
+        r.notes.iter().any(|n| n.contains("option 3 (Other) of izr_sexcode has no mapping")),
+        "{r:#?}"
+    );
+    // A choice column compared with true is named too.
+    let mut m = e.dv.vaccination.clone();
+    m.completed.equals = serde_json::json!(true);
+    let r = e.rt.block_on(izrelay::pull::dataverse::probe::probe(&e.client, &m)).expect("probe");
+    assert_eq!(r.problems.len(), 1, "{r:#?}");
+    assert!(r.problems[0].contains("msemr_status is a choice column"), "{r:#?}");
 }
 
 #[test]

@@ -19,6 +19,7 @@ fn table(tracked: bool) -> Table {
         primary_key: PK.into(),
         alternate_keys: vec![vec![KEY.into()]],
         change_tracking: tracked,
+        choices: std::collections::BTreeMap::new(),
     }
 }
 
