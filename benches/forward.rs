@@ -108,7 +108,7 @@ fn run(label: &str, n: usize, concurrency: usize, latency: Latency) -> f64 {
                 store,
                 &key,
                 &config,
-                &DrainOptions { once: true, providers: Vec::new() },
+                &DrainOptions { once: true, ..DrainOptions::default() },
                 None,
                 stopped,
             )

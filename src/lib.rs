@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod forwarder;
 pub mod hl7;

@@ -8,7 +8,7 @@ mod cli;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    init_tracing(args.verbose, args.quiet);
+    init_tracing(args.verbose, args.quiet, args.log_format);
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
@@ -27,7 +27,7 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr; `-v` adds debug, `-vv` trace, `-q` keeps only errors. `RUST_LOG` wins.
-fn init_tracing(verbose: u8, quiet: bool) {
+fn init_tracing(verbose: u8, quiet: bool, format: cli::LogFormat) {
     let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "info",
@@ -36,5 +36,9 @@ fn init_tracing(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        cli::LogFormat::Text => builder.init(),
+        cli::LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+    }
 }

@@ -66,7 +66,7 @@ pub(crate) fn run(ctx: &Ctx, cmd: &Command) -> anyhow::Result<ExitCode> {
 }
 
 /// The name the Dataverse client secret is stored under.
-pub(crate) const DATAVERSE_SECRET: &str = "dataverse";
+pub(crate) use izrelay::store::credentials::DATAVERSE_SECRET;
 
 fn dataverse_secret(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let value = match std::env::var("IZRELAY_DATAVERSE_SECRET") {

@@ -52,7 +52,8 @@ pub(crate) fn forward(ctx: &Ctx, args: &ForwardArgs) -> anyhow::Result<ExitCode>
     let (inc_bar, len_bar) = (bar.clone(), bar.clone());
     let progress: izrelay::forwarder::drain::Progress = Arc::new(move || inc_bar.inc(1));
     let total: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |n| len_bar.set_length(n));
-    let options = DrainOptions { once: args.once, providers: args.providers.clone() };
+    let options =
+        DrainOptions { once: args.once, providers: args.providers.clone(), observer: None };
     let rt = runtime()?;
     let (report, store) = rt.block_on(async {
         let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod credentials;
+mod daemon;
 mod demo;
 mod forward;
 mod hl7;
@@ -26,6 +27,9 @@ pub struct Cli {
     /// Only errors in the log.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Log lines as human-readable text (default) or JSON, one object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// The configuration file (default: config.toml in the platform's config directory).
     #[arg(long, global = true, env = "IZRELAY_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
@@ -37,10 +41,21 @@ pub struct Cli {
     command: Command,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the whole cycle on built-in sample records and show the result (no setup needed).
     Demo(demo::Args),
+    /// The daemon: pull, forward and sync loops until SIGTERM/SIGINT; SIGHUP reloads the config.
+    Run(daemon::RunArgs),
     /// HL7 tools: generate a VXU, validate messages, parse an ACK (no database).
     #[command(subcommand)]
     Hl7(hl7::Command),
@@ -89,6 +104,10 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo(args) => demo::run(&args, cli.data_dir),
+        Command::Run(args) => {
+            let ctx = Ctx::load(cli.config.clone(), cli.data_dir)?;
+            daemon::run(ctx, cli.config, &args)
+        }
         Command::Hl7(cmd) => hl7::run(cmd),
         Command::Init(args) => setup::init(cli.config, cli.data_dir, &args),
         Command::CheckConfig => setup::check_config(cli.config),

@@ -51,6 +51,8 @@ pub struct Config {
     pub forward: ForwardConfig,
     /// The Dataverse environment and mapping, when configured.
     pub dataverse: Option<crate::pull::dataverse::DataverseConfig>,
+    /// `izrelay run`: loop intervals, alerts, stop bound, health and metrics.
+    pub daemon: crate::daemon::DaemonSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +73,9 @@ struct Raw {
     /// The Dataverse environment and mapping.
     #[serde(default)]
     dataverse: Option<toml::Table>,
+    /// The daemon (`izrelay run`).
+    #[serde(default)]
+    daemon: Option<toml::Table>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,11 +160,19 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
         problems.extend(found);
         ok.then_some(d)
     });
+    let daemon = raw.daemon.as_ref().and_then(|t| {
+        let d: crate::daemon::DaemonSettings = table_into(t, "daemon", &mut problems)?;
+        let found = d.problems("daemon");
+        let ok = found.is_empty();
+        problems.extend(found);
+        ok.then_some(d)
+    });
     if !problems.is_empty() {
         return Err(invalid(problems));
     }
     Ok(Config {
         dataverse,
+        daemon: daemon.unwrap_or_default(),
         data_dir: raw.data_dir,
         profiles: Profiles { default: default.unwrap_or_default(), by_provider },
         forward: ForwardConfig {

@@ -309,7 +309,7 @@ fn forward(
     };
     // The drain takes the store and gives it back.
     let taken = Store::open(store.path()).map_err(io)?;
-    let options = DrainOptions { once: true, providers: Vec::new() };
+    let options = DrainOptions { once: true, ..DrainOptions::default() };
     let result = rt.block_on(async {
         let (_stop, stopped) = tokio::sync::watch::channel(false);
         drain(taken, &key, &forward, &options, None, stopped).await

@@ -62,6 +62,22 @@ pub struct DrainOptions {
     pub once: bool,
     /// Only these providers (all when empty).
     pub providers: Vec<String>,
+    /// Told every attempt's outcome (the daemon's metrics).
+    pub observer: Option<Observer>,
+}
+
+/// Called once per send attempt with the provider, the outcome word (`accepted`, `rejected`,
+/// `accepted with warnings`, `retry`, `paused`, `failed`) and the time the exchange took.
+#[derive(Clone)]
+pub struct Observer(pub Arc<ObserveFn>);
+
+/// The function an [`Observer`] calls.
+pub type ObserveFn = dyn Fn(&str, &'static str, Duration) + Send + Sync;
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
 }
 
 /// What one IIS worker did.
@@ -290,6 +306,7 @@ pub async fn drain(
             client,
             store: handle.clone(),
             once: options.once,
+            observer: options.observer.clone(),
             shutdown: shutdown.clone(),
             report: base,
         };
@@ -313,6 +330,7 @@ struct Worker {
     client: Client,
     store: StoreHandle,
     once: bool,
+    observer: Option<Observer>,
     shutdown: watch::Receiver<bool>,
     report: ProviderReport,
 }
@@ -484,6 +502,10 @@ impl Worker {
                 Finish::Failed { reason: reason.clone() }
             }
         };
+        if let Some(Observer(observe)) = &self.observer {
+            let took = u64::try_from(now_ms().saturating_sub(started)).unwrap_or(0);
+            observe(&self.provider, d.word(), Duration::from_millis(took));
+        }
         let attempt = Attempt {
             started_at: started,
             duration_ms: reply.duration_ms,

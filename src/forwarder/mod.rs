@@ -13,5 +13,5 @@ pub mod backoff;
 pub mod drain;
 pub mod settings;
 
-pub use drain::{DrainOptions, DrainReport, ProviderReport, drain};
+pub use drain::{DrainOptions, DrainReport, Observer, ProviderReport, drain};
 pub use settings::{ForwardConfig, ForwardSettings};

@@ -47,6 +47,9 @@ pub struct Endpoint {
     pub paused_reason: Option<String>,
 }
 
+/// The vault name of the Dataverse client secret.
+pub const DATAVERSE_SECRET: &str = "dataverse";
+
 /// An IIS endpoint as `credentials list` shows it: everything but the password.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EndpointInfo {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 pub mod audit;
-mod credentials;
+pub mod credentials;
 pub mod dataverse;
 pub mod outbox;
 pub mod records;
@@ -167,15 +167,26 @@ fn create_private(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
+    // Never open an existing file here: closing any descriptor of a database releases every
+    // POSIX lock this process holds on it, including the locks of other connections (SQLite's
+    // documented "broken locks" hazard), which turns into SQLITE_IOERR for them. A file that
+    // does not exist yet has no connection to break.
+    if path.exists() {
+        return Ok(());
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(false);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    options.open(path).map_err(err)?;
-    Ok(())
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        // Another thread or process created it meanwhile: fine, and it is not ours to close.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(err(e)),
+    }
 }
 
 /// Milliseconds since 1970 UTC, the store's time unit.

@@ -87,7 +87,14 @@ impl Prepared {
     ///
     /// # Errors
     /// [`Error::Corrupt`] if the record cannot be serialised (it always can).
-    pub fn new(rec: Record, profiles: &Profiles, now: DateTime<FixedOffset>) -> Result<Self> {
+    pub fn new(mut rec: Record, profiles: &Profiles, now: DateTime<FixedOffset>) -> Result<Self> {
+        // The stored JSON and its hash are the record's content. The source's modified time
+        // and the Generate HL7 flag are not content: a row that comes back with only those
+        // changed (our own write-back clearing the flag and setting the HL7 status, raced by a
+        // pull that read it before the write-back's ETag was recorded) is unchanged, and is
+        // never reported a second time.
+        let modified_on = rec.modified_on.take();
+        let generate_hl7 = std::mem::replace(&mut rec.generate_hl7, false);
         let json = serde_json::to_string(&rec).map_err(|e| Error::Corrupt(e.to_string()))?;
         let hash = record_hash(&json);
         // Generated now, used only if the store finds the record new or changed; a discarded
@@ -101,8 +108,8 @@ impl Prepared {
             cvx: rec.vaccine.cvx,
             lot: rec.vaccine.lot,
             completed: rec.completed,
-            generate_hl7: rec.generate_hl7,
-            modified_on: rec.modified_on,
+            generate_hl7,
+            modified_on,
         };
         Ok(Self { key, json, hash, generated })
     }

@@ -17,7 +17,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use crate::forwarder::backoff;
 use crate::pull::dataverse::client::{Client, Error, Request};
@@ -159,7 +159,7 @@ pub async fn sync_once(
         }
     }
     report.backlog = store.sync_backlog()?;
-    info!(
+    debug!(
         synced = report.synced,
         failed = report.failed,
         backlog = report.backlog,

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::util::root;
 
-const SET: &str = "msemr_medicationadministrations";
+pub(crate) const SET: &str = "msemr_medicationadministrations";
 const PK: &str = "msemr_medicationadministrationid";
 
 /// The shipped default mapping (`packaging/config.example.toml`), pointed at the simulator.
@@ -30,7 +30,7 @@ fn config(url: &str) -> (DataverseConfig, izrelay::config::Config) {
 }
 
 /// A row shaped as the default mapping expects, with its lookups expanded.
-fn row(i: usize, completed: bool) -> Value {
+pub(crate) fn row(i: usize, completed: bool) -> Value {
     json!({
         PK: format!("00000000-0000-4000-8000-{i:012}"),
         "msemr_status": if completed { 935000002 } else { 935000000 },

@@ -14,14 +14,14 @@ use rusqlite::Connection;
 use crate::util::{izrelay, root};
 
 /// A running `izrelay sim iis`, killed on drop.
-struct Sim {
-    child: Child,
-    url: String,
+pub(crate) struct Sim {
+    pub(crate) child: Child,
+    pub(crate) url: String,
     record: PathBuf,
 }
 
 impl Sim {
-    fn start(dir: &Path, args: &[&str]) -> Sim {
+    pub(crate) fn start(dir: &Path, args: &[&str]) -> Sim {
         let record = dir.join("deliveries.ndjson");
         let mut child = izrelay()
             .args(["sim", "iis", "--listen", "127.0.0.1:0", "--tls", "--cert-out"])
@@ -42,7 +42,7 @@ impl Sim {
         Sim { child, url, record }
     }
 
-    fn deliveries(&self) -> Vec<Delivery> {
+    pub(crate) fn deliveries(&self) -> Vec<Delivery> {
         std::fs::read_to_string(&self.record)
             .unwrap_or_default()
             .lines()
@@ -131,7 +131,7 @@ impl Site {
     }
 }
 
-fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
@@ -141,19 +141,19 @@ fn base_record() -> serde_json::Value {
 }
 
 /// `n` valid records for `provider`, two doses per patient (so FIFO per patient matters).
-fn write_records(path: &Path, provider: &str, n: usize) {
+pub(crate) fn write_records(path: &Path, provider: &str, n: usize) {
     let base = base_record();
     let mut f = std::fs::File::create(path).expect("create");
     for i in 0..n {
         let mut r = base.clone();
         r["vaccination_id"] = format!("{provider}-rec-{i:05}").into();
         r["provider_id"] = provider.into();
-        r["patient"]["id"] = format!("{provider}-MRN-{:05}", i / 2).into();
+        r["patient"]["id"] = format!("{provider}-{:05}", i / 2).into();
         writeln!(f, "{r}").expect("write");
     }
 }
 
-fn write_settings(path: &Path, url: &str, entries: &[(&str, &str, &str)]) {
+pub(crate) fn write_settings(path: &Path, url: &str, entries: &[(&str, &str, &str)]) {
     let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<Settings>\n");
     for (provider, user, password) in entries {
         xml.push_str(&format!(
@@ -166,7 +166,7 @@ fn write_settings(path: &Path, url: &str, entries: &[(&str, &str, &str)]) {
     std::fs::write(path, xml).expect("settings");
 }
 
-fn sim_accounts(entries: &[(&str, &str, &str)]) -> Vec<String> {
+pub(crate) fn sim_accounts(entries: &[(&str, &str, &str)]) -> Vec<String> {
     entries
         .iter()
         .flat_map(|(provider, user, password)| {

@@ -3,6 +3,7 @@
 mod cli;
 mod corpus;
 mod credentials;
+mod daemon;
 mod dataverse;
 mod dataverse_sim;
 mod forward;

@@ -257,7 +257,8 @@ proptest! {
                 Op::Import { k, v, flag } => {
                     store.intake(&[record(k, v, flag)], &profile, now).map_err(|e| TestCaseError::fail(e.to_string()))?;
                     let vac = format!("model-{k}");
-                    let changed = content.get(&k).is_none_or(|&(ov, of)| ov != v || of != flag);
+                    // The Generate HL7 flag is not content: only the data decides "changed".
+                    let changed = content.get(&k).is_none_or(|&(ov, _)| ov != v);
                     let newest = model.iter().rev().find(|(_, (vid, _))| *vid == vac).map(|(_, (_, s))| *s);
                     let pending_same = !changed && matches!(newest, Some(Status::Queued | Status::Sending | Status::Invalid));
                     if changed || (flag && !pending_same) {
@@ -409,4 +410,41 @@ fn one_batch_holding_two_versions_of_a_record_keeps_the_last() {
     let h = store.history("model-1").expect("history");
     let states: Vec<Status> = h.messages.iter().map(|(r, _)| r.status).collect();
     assert_eq!(states, [Status::Superseded, Status::Queued]);
+}
+
+#[test]
+fn a_row_back_from_the_source_with_only_its_time_and_flag_changed_is_not_reported_again() {
+    let mut store = Store::open_in_memory().expect("store");
+    let profiles = Profiles::single(MessageProfile::default());
+    let now = chrono::Local::now().fixed_offset();
+    let mut r = record(1, 0, true);
+    r.modified_on = Some("2026-11-20T09:00:00Z".into());
+    assert_eq!(store.intake(std::slice::from_ref(&r), &profiles, now).expect("intake").queued, 1);
+    let claim = store.claim_due(i64::MAX, 1).expect("claim");
+    let attempt = Attempt {
+        started_at: 0,
+        duration_ms: 1,
+        http_status: Some(200),
+        outcome: "test".into(),
+        error: None,
+    };
+    let accepted =
+        Finish::Accepted { ack_code: "AA".into(), ack: String::new(), ack_errors: "[]".into() };
+    store.finish(claim[0].log_id, &accepted, &attempt).expect("finish");
+    // Our write-back cleared the flag; Dataverse bumped modifiedon. Same content: unchanged.
+    r.generate_hl7 = false;
+    r.modified_on = Some("2026-11-20T09:05:00Z".into());
+    let c = store.intake(std::slice::from_ref(&r), &profiles, now).expect("intake");
+    assert_eq!((c.unchanged, c.changed, c.queued), (1, 0, 0), "{c:?}");
+    // A real fix of the data is a change, and is reported again.
+    r.vaccine.lot = Some("FIXED1".into());
+    r.modified_on = Some("2026-11-20T10:00:00Z".into());
+    let c = store.intake(std::slice::from_ref(&r), &profiles, now).expect("intake");
+    assert_eq!((c.changed, c.queued), (1, 1), "{c:?}");
+    // Setting the flag again on unchanged content asks for a new message.
+    r.generate_hl7 = true;
+    r.modified_on = Some("2026-11-20T11:00:00Z".into());
+    let c = store.intake(std::slice::from_ref(&r), &profiles, now).expect("intake");
+    assert_eq!(c.queued, 0, "the last message is still queued with this content: {c:?}");
+    assert_eq!(store.history("model-1").expect("history").messages.len(), 2);
 }

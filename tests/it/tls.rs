@@ -60,7 +60,7 @@ fn forward(db: &Path, key: &Key, settings: ForwardSettings) -> DrainReport {
             store,
             key,
             &config,
-            &DrainOptions { once: true, providers: Vec::new() },
+            &DrainOptions { once: true, ..DrainOptions::default() },
             None,
             stopped,
         )

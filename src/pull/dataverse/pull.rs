@@ -16,7 +16,7 @@
 
 use chrono::{DateTime, FixedOffset};
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use super::client::{Client, Error};
 use super::mapping::Mapping;
@@ -215,7 +215,7 @@ async fn read_all(
     if let Some(e) = failure {
         return Err(e.into());
     }
-    info!(
+    debug!(
         rows = report.rows,
         pages = report.pages,
         queued = report.intake.queued,
@@ -269,7 +269,7 @@ pub async fn pull(
                     store.set_cursor(DELTA_CURSOR, Some(&next))?;
                 }
                 save_watermark(store, &report)?;
-                info!(
+                debug!(
                     changed = changed.len(),
                     queued = report.intake.queued,
                     "dataverse delta pull done"
