@@ -1,9 +1,10 @@
 //! What the Debian package ships besides the binary: shell completions and man pages generated
-//! from the clap definitions (`izrelay completions`, `izrelay man`).
+//! from the clap definitions (`izrelay completions`, `izrelay man`), and the files in
+//! `packaging/` that must agree with the CLI.
 
 use std::process::Output;
 
-use crate::util::izrelay;
+use crate::util::{izrelay, root};
 
 /// Subcommands a completion script and the man page must name (a sample across the tree).
 const COMMANDS: [&str; 8] =
@@ -79,4 +80,38 @@ fn man_dir_writes_a_page_for_every_subcommand_it_refers_to() {
         let file = format!("{}.1", line.trim_end_matches("(1)").replace("\\-", "-"));
         assert!(dir.path().join(&file).is_file(), "{file} referenced but not written");
     }
+}
+
+#[test]
+fn the_unit_runs_commands_the_binary_has() {
+    let unit = std::fs::read_to_string(root().join("packaging/izrelay.service")).expect("unit");
+    let exec = |key: &str| -> Vec<String> {
+        let line = unit
+            .lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+            .unwrap_or_else(|| panic!("{key}= missing from the unit"));
+        line.split_whitespace().map(str::to_owned).collect()
+    };
+    let pre = exec("ExecStartPre");
+    assert_eq!(pre[0], "/usr/bin/izrelay");
+    assert_eq!(pre[1..], ["--config", "/etc/izrelay/config.toml", "check-config"]);
+    // The packaged example config passes that check, so the unit starts once it is edited.
+    let example = root().join("packaging/config.example.toml");
+    let o = run(&["--config", example.to_str().expect("utf-8 path"), "check-config"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let start = exec("ExecStart");
+    assert_eq!(start[0], "/usr/bin/izrelay");
+    assert_eq!(start.last().map(String::as_str), Some("run"));
+    // The unit's flags must parse: clap checks them all before it prints `run --help`. The
+    // daemon (`run`, `--log-format`) lands separately; until then this part cannot run.
+    if run(&["run", "--help"]).status.success() {
+        let mut args: Vec<&str> = start[1..].iter().map(String::as_str).collect();
+        args.push("--help");
+        let o = run(&args);
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    } else {
+        eprintln!("NOTICE: this binary has no `run` subcommand; ExecStart flags not checked");
+    }
+    assert!(unit.contains("Environment=IZRELAY_DATA_DIR=/var/lib/izrelay"));
+    assert!(unit.contains("StateDirectory=izrelay"));
 }
