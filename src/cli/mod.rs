@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod credentials;
 mod daemon;
 mod demo;
+mod docs;
 mod forward;
 mod hl7;
 mod pull;
@@ -95,6 +96,10 @@ enum Command {
     /// Simulated remote systems on loopback, for tests and rehearsals.
     #[command(subcommand)]
     Sim(sim::SimCommand),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(docs::CompletionsArgs),
+    /// Print the man page izrelay(1) in roff, or write every page with --dir.
+    Man(docs::ManArgs),
 }
 
 /// Runs the parsed command line.
@@ -127,6 +132,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Forward(args) => forward::forward(&Ctx::load(cli.config, cli.data_dir)?, &args),
         Command::Iis(cmd) => forward::iis(&Ctx::load(cli.config, cli.data_dir)?, &cmd),
         Command::Sim(cmd) => sim::run(&cmd),
+        Command::Completions(args) => docs::completions(&args),
+        Command::Man(args) => docs::man(&args),
     }
 }
 

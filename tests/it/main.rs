@@ -9,6 +9,7 @@ mod dataverse_sim;
 mod forward;
 mod golden;
 mod hl7apy;
+mod packaging;
 mod props;
 mod store;
 mod tables;
