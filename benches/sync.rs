@@ -21,7 +21,7 @@ fn row(i: usize) -> serde_json::Value {
         "msemr_status": 935000002, "izr_generatehl7": true, "izr_ndc": "00069-2432-01",
         "izr_lotnumber": "LX9261", "izr_lotexpiration": "2027-03-31", "izr_doseml": 0.3, "izr_dosenumber": 1,
         "msemr_effectivedatetime": "2026-11-20T09:30:00Z", "izr_vfceligibility": "V01", "izr_fundingsource": "VXC50",
-        "izr_visdocument": "253088698300063911250131", "izr_vispublished": "2025-01-31", "izr_vispresented": "2026-11-20",
+        "izr_visdocument": "253088698300063911250131", "izr_visvaccinetype": null, "izr_vispublished": "2025-01-31", "izr_vispresented": "2026-11-20",
         "msemr_perfomeronbehalfof": {"accountnumber": "PRV-001"},
         "msemr_subjecttypepatient": {"msemr_medicalrecordnumber": format!("MRN-{i}"), "lastname": "Doe",
             "firstname": "Jane", "birthdate": "1980-02-29", "gendercode": 2},
