@@ -252,7 +252,24 @@ fn signals(root: CancellationToken) -> tokio::sync::mpsc::Receiver<()> {
                 }
             }
         }
-        #[cfg(not(unix))]
+        #[cfg(windows)]
+        {
+            // A service wrapper (WinSW, NSSM) sends Ctrl-C or Ctrl-Break: both stop cleanly.
+            drop(tx);
+            match tokio::signal::windows::ctrl_break() {
+                Ok(mut brk) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = brk.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+            info!(signal = "Ctrl-C/Ctrl-Break", "stop requested");
+        }
+        #[cfg(not(any(unix, windows)))]
         {
             drop(tx);
             let _ = tokio::signal::ctrl_c().await;
