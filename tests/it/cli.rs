@@ -1,8 +1,11 @@
 //! The `izrelay` binary as a user runs it: exit codes, outputs, bad input.
 
+use std::collections::BTreeMap;
 use std::process::Output;
 
-use crate::util::{izrelay, root};
+use izrelay::demo;
+
+use crate::util::{files_under, izrelay, izrelay_new_user, root};
 
 fn run(args: &[&str]) -> Output {
     izrelay().args(args).output().expect("izrelay runs")
@@ -16,22 +19,166 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// What `izrelay demo` must report, computed from the seeded records.
+struct DemoExpected {
+    records: usize,
+    invalid: usize,
+    /// Per provider, the audit line: `provider PRV-001: invalid 1, accepted 16`.
+    provider_lines: Vec<String>,
+}
+
+fn demo_expected() -> DemoExpected {
+    let text = std::fs::read_to_string(root().join("src/demo/samples.json")).expect("samples");
+    let records: Vec<serde_json::Value> = serde_json::from_str(&text).expect("samples are JSON");
+    let mut per_provider: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for r in &records {
+        let provider = r["provider_id"].as_str().unwrap_or("-").to_owned();
+        let invalid = r["vaccination_id"] == demo::INVALID_SAMPLE;
+        let (total, bad) = per_provider.entry(provider).or_default();
+        *total += 1;
+        *bad += usize::from(invalid);
+    }
+    // The order and wording of `izrelay status`: invalid before accepted, zero counts left out.
+    let provider_lines = per_provider
+        .iter()
+        .map(|(p, &(total, bad))| {
+            let mut counts = Vec::new();
+            if bad > 0 {
+                counts.push(format!("invalid {bad}"));
+            }
+            if total > bad {
+                counts.push(format!("accepted {}", total - bad));
+            }
+            format!("provider {p}: {}", counts.join(", "))
+        })
+        .collect();
+    let invalid = per_provider.values().map(|&(_, bad)| bad).sum();
+    DemoExpected { records: records.len(), invalid, provider_lines }
+}
+
+/// The lines of `out` from the one starting (after indentation) with `start`, up to the next
+/// line at that indentation or less.
+fn block<'a>(out: &'a str, start: &str) -> Vec<&'a str> {
+    let lines: Vec<&str> = out.lines().collect();
+    let Some(i) = lines.iter().position(|l| l.trim_start().starts_with(start)) else {
+        return Vec::new();
+    };
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let head = indent(lines[i]);
+    let rest = lines[i + 1..].iter().take_while(|l| !l.is_empty() && indent(l) > head);
+    std::iter::once(lines[i]).chain(rest.copied()).collect()
+}
+
 #[test]
-fn demo_runs_and_reports_the_invalid_record() {
-    let o = run(&["demo"]);
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+fn demo_runs_for_a_new_user_and_prints_the_audit() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let o = izrelay_new_user(dir.path()).arg("demo").output().expect("izrelay runs");
     let out = stdout(&o);
-    assert!(out.contains("records 6  queued 5  accepted 5"), "{out}");
-    assert!(out.contains("provider PRV-001: accepted 4, invalid 1"), "{out}");
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    let want = demo_expected();
+    assert_eq!(want.invalid, 1, "the samples have exactly one invalid record");
+    let queued = want.records - want.invalid;
+
+    // The cycle: pull, validate, forward through the outage, sync.
+    let pulled =
+        format!("{} rows (full pull): {queued} queued, {} invalid", want.records, want.invalid);
+    assert!(out.contains(&pulled), "{out}");
+    assert!(out.contains(&format!("{queued} messages: ")), "{out}");
+    assert!(out.contains("0 with errors"), "{out}");
     assert!(out.contains("during the outage (HTTP 503"), "{out}");
-    assert!(out.contains("6 rows (full pull): 5 queued, 1 invalid"), "{out}");
-    assert!(out.contains("5 outcome(s) written to izr_notificationlogs"), "{out}");
-    assert!(out.contains("synced 5"), "{out}");
-    assert!(out.contains("retry  HTTP 503"), "the history shows the failed attempt: {out}");
-    assert!(out.contains("history of 0f8fad5b-d9cb-469f-a165-70867728950e: 1 message(s)"), "{out}");
-    assert!(out.contains("vaccine.cvx: CVX 999 is not an administrable vaccine code"), "{out}");
+    assert!(out.contains(" 2 or more messages, 0 sent out of order"), "{out}");
+    assert!(out.contains(&format!("{queued} outcome(s) written to izr_notificationlogs")), "{out}");
+    let totals = format!("records {}  queued {queued}  accepted {queued}  ", want.records);
+    assert!(out.contains(&totals), "{out}");
+    let verdict = format!("synced {queued}  invalid {}  result: as expected", want.invalid);
+    assert!(out.contains(&verdict), "{out}");
+    // Two VXUs in full, the rest summarised.
+    assert_eq!(out.matches("MSH|^~\\&|").count(), demo::PRINTED_SAMPLES.len(), "{out}");
+
+    // The audit: counts by state per provider, one line each.
+    let audit = &out[out.find("== 5. audit").expect("an audit section")..];
+    for line in &want.provider_lines {
+        assert!(audit.contains(&format!("\n   {line}\n")), "{line:?} missing:\n{audit}");
+    }
+    assert_eq!(audit.matches("\n   provider ").count(), want.provider_lines.len(), "{audit}");
+
+    // One record's history: it met the outage, then the IIS accepted it.
+    let history = block(audit, &format!("history of {}: 1 message(s)", demo::SHOWN_SAMPLE));
+    assert!(!history.is_empty(), "no history of the shown record:\n{audit}");
+    let text = history.join("\n");
+    assert!(text.contains("  accepted  MSH-10 "), "{text}");
+    assert!(text.contains("attempt ") && text.contains("retry  HTTP 503"), "{text}");
+    let last_attempt = history.iter().rev().find(|l| l.trim_start().starts_with("attempt "));
+    assert!(last_attempt.is_some_and(|l| l.contains("  accepted")), "{text}");
+    // The simulated IIS validates like a real one. A Dataverse GUID in ORC-3 is longer than
+    // the 22 characters HL7 2.5.1 allows there, so an administered dose is answered AE with
+    // that warning (and nothing worse); without the warning the answer is AA.
+    let ack = block(&text, "ACK A");
+    match ack.first().map(|l| l.trim()) {
+        Some("ACK AA: accepted") => assert_eq!(ack.len(), 1, "{text}"),
+        Some("ACK AE: accepted with warnings") => {
+            assert!(ack.len() > 1, "{text}");
+            assert!(ack[1..].iter().all(|l| l.trim_start().starts_with("warning at ")), "{text}");
+        }
+        _ => panic!("the shown record's ACK is not an acceptance:\n{text}"),
+    }
+
+    // The invalid record's reasons, each naming the field and the rule.
+    let reasons = block(audit, &format!("record {} is invalid:", demo::INVALID_SAMPLE));
+    assert!(reasons.len() > 5, "{audit}");
+    for r in &reasons[1..] {
+        let (field, rule) = r.trim_start().trim_start_matches("- ").split_once(": ").expect(r);
+        assert!(!field.is_empty() && !field.contains(' ') && !rule.is_empty(), "{r}");
+    }
+    assert!(audit.contains("- vaccine.cvx: CVX 999 is not an administrable vaccine code"));
+    assert!(audit.contains("- patient.birth_date: 2030-01-01 is in the future"), "{audit}");
+
+    // Nothing left behind: no config or data in HOME, nothing in the working directory, the
+    // temporary data directory removed.
+    assert_eq!(files_under(&dir.path().join("home")), Vec::<std::path::PathBuf>::new());
+    for d in ["work", "tmp"] {
+        let left: Vec<_> = std::fs::read_dir(dir.path().join(d)).expect(d).collect();
+        assert!(left.is_empty(), "{d}: {left:?}");
+    }
+}
+
+#[test]
+fn demo_with_data_dir_leaves_the_database_and_status_agrees() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().expect("utf-8 path");
+    let o = izrelay_new_user(dir.path())
+        .args(["--data-dir", data_arg, "demo", "--brief"])
+        .output()
+        .expect("izrelay runs");
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
     assert!(out.contains("result: as expected"), "{out}");
-    assert_eq!(out.matches("MSH|^~\\&|").count(), 5, "{out}");
+    assert!(!out.contains("MSH|"), "--brief prints no message: {out}");
+    assert!(data.join("izrelay.db").is_file(), "{:?}", files_under(&data));
+
+    let o = izrelay_new_user(dir.path())
+        .args(["--data-dir", data_arg, "status"])
+        .output()
+        .expect("izrelay runs");
+    let status = stdout(&o);
+    assert!(o.status.success(), "{status}{}", stderr(&o));
+    let want = demo_expected();
+    assert_eq!(status.lines().count(), want.provider_lines.len(), "{status}");
+    for line in &want.provider_lines {
+        // The demo printed it, and `status` says the same (then oldest queued, last accepted).
+        assert!(out.contains(&format!("\n   {line}\n")), "{line:?} missing:\n{out}");
+        assert!(status.contains(&format!("{line}; oldest queued -; last accepted ")), "{status}");
+    }
+
+    let o = izrelay_new_user(dir.path())
+        .args(["--data-dir", data_arg, "history", demo::SHOWN_SAMPLE])
+        .output()
+        .expect("izrelay runs");
+    let history = stdout(&o);
+    assert!(o.status.success(), "{history}{}", stderr(&o));
+    assert!(history.contains("accepted"), "{history}");
+    assert!(history.contains("retry  HTTP 503"), "{history}");
 }
 
 #[test]
