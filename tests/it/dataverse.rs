@@ -420,3 +420,17 @@ fn a_renamed_column_stops_the_pull_with_its_name_and_loses_nothing() {
     assert!(err.contains("HTTP 400") && err.contains("izr_lot_number"), "{err}");
     assert_eq!(e.counts(), before, "nothing local changed");
 }
+
+#[test]
+fn a_delta_link_from_another_environment_is_dropped_for_a_full_read() {
+    let mut e = env(dv::Config::default(), 8);
+    assert_eq!(e.pull().mode, "full");
+    assert_eq!(e.pull().mode, "delta");
+    // The config now names another environment (here: a second simulator with the same rows).
+    let other = env(dv::Config::default(), 8);
+    e.client = other.client.clone();
+    let r = e.pull();
+    assert_eq!(r.mode, "full", "{r:?}");
+    assert_eq!((r.rows, r.intake.queued), (8, 0), "same records, nothing sent again: {r:?}");
+    assert_eq!(e.pull().mode, "delta");
+}

@@ -238,7 +238,18 @@ pub async fn pull(
     now: DateTime<FixedOffset>,
 ) -> Result<PullReport, PullError> {
     let mut expired = false;
-    if let Some(link) = store.cursor(DELTA_CURSOR)? {
+    // A delta link belongs to the environment (and table) that issued it: after the configured
+    // URL changes, the stored link would read another environment's changes, or none.
+    let stored = store.cursor(DELTA_CURSOR)?;
+    let stored = match stored {
+        Some(link) if !link.starts_with(client.api_base()) => {
+            warn!("the stored delta link belongs to another Dataverse environment; full resync");
+            store.set_cursor(DELTA_CURSOR, None)?;
+            None
+        }
+        other => other,
+    };
+    if let Some(link) = stored {
         let mut changed: Vec<String> = Vec::new();
         let mut deleted = 0u64;
         let read = client
