@@ -63,10 +63,10 @@ def proc_stat(pid):
     return int(fields[11]) + int(fields[12])  # utime + stime, clock ticks
 
 
-def rss_kib(pid):
+def rss_kib(pid, key="VmRSS"):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1])
     return 0
 
@@ -154,6 +154,8 @@ def main():
             time.sleep(0.2)
         time.sleep(3)  # let the loops settle into idle
         rss_start = rss_kib(run.pid)
+        anon, file_backed = rss_kib(run.pid, "RssAnon"), rss_kib(run.pid, "RssFile")
+        threads = rss_kib(run.pid, "Threads")
         fds_start = fds(run.pid)
         ticks0 = proc_stat(run.pid)
         t0 = time.time()
@@ -172,7 +174,8 @@ def main():
         subprocess.run(["strip", stripped], check=False)
         print(f"start-up to first pull (100 rows over HTTPS): {first_pull * 1000:.0f} ms")
         print(f"idle RSS after draining 100 messages: {rss_start / 1024:.1f} MiB "
-              f"(after {IDLE_SECS} s more: {rss_end / 1024:.1f} MiB); open fds {fds_start}")
+              f"(after {IDLE_SECS} s more: {rss_end / 1024:.1f} MiB): {anon / 1024:.1f} MiB anonymous, "
+              f"{file_backed / 1024:.1f} MiB file-backed (code); {threads} threads, {fds_start} open fds")
         print(f"idle CPU over {elapsed:.0f} s: {cpu:.3f} % of one core "
               f"({ticks1 - ticks0} ticks of 1/{os.sysconf('SC_CLK_TCK')} s)")
         print(f"SIGTERM to exit: {stopped * 1000:.0f} ms (exit code {code})")
