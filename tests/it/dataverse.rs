@@ -434,3 +434,31 @@ fn a_delta_link_from_another_environment_is_dropped_for_a_full_read() {
     assert_eq!((r.rows, r.intake.queued), (8, 0), "same records, nothing sent again: {r:?}");
     assert_eq!(e.pull().mode, "delta");
 }
+
+/// A page larger than `max_response_bytes` is refused with an error that names the limit,
+/// and nothing of it is stored; the same rows in pages under the limit go through.
+#[test]
+fn a_page_over_max_response_bytes_is_refused_and_nothing_is_stored() {
+    let mut e = env(dv::Config::default(), 200);
+    let limited = |page_size: usize| {
+        let mut s = e.dv.settings();
+        s.token_url = Some(e.sim.token_url());
+        s.retry_base_ms = 20;
+        s.retry_max_ms = 200;
+        s.page_size = page_size;
+        s.max_response_bytes = 16 * 1024;
+        Client::new(s, Secret::new("sim-secret")).expect("client")
+    };
+    e.client = limited(1000);
+    let now = chrono::Local::now().fixed_offset();
+    let err =
+        e.rt.block_on(pull(&e.client, &e.dv.vaccination, &mut e.store, &e.config.profiles, now))
+            .expect_err("a 200-row page is over 16 KiB");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("larger than 16384 bytes"), "{msg}");
+    assert!(!msg.contains("sim-secret"), "{msg}");
+    assert!(e.counts().is_empty(), "nothing stored: {:?}", e.counts());
+    e.client = limited(5);
+    let r = e.pull();
+    assert_eq!((r.rows, r.pages), (200, 40), "pages of 5 rows fit: {r:?}");
+}

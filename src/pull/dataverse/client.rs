@@ -6,7 +6,10 @@
 //! other 5xx and transport errors with capped exponential backoff and full jitter, and a 401
 //! once with a fresh token. Other 4xx are returned as [`Error::Api`] with Dataverse's
 //! `error.code` and `error.message`. The client secret is held in a [`Secret`] and sent only
-//! to the token endpoint; tokens never appear in errors or logs.
+//! to the token endpoint; tokens never appear in errors or logs. No answer is read past
+//! [`Settings::max_response_bytes`] (64 MiB by default): a larger success answer is
+//! [`Error::TooLarge`], not retried; a larger error answer is cut there (only its first bytes
+//! are shown anyway).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +49,14 @@ pub struct Settings {
     pub max_attempts: u32,
     /// Extra trust anchors (PEM) for a private CA (tests, proxies).
     pub ca_file: Option<std::path::PathBuf>,
+    /// The largest answer read, in bytes (a page, a `$batch` answer, a token); see
+    /// [`DEFAULT_MAX_RESPONSE_BYTES`].
+    pub max_response_bytes: usize,
 }
+
+/// The default of [`Settings::max_response_bytes`]: 64 MiB. A page of 5,000 rows with their
+/// expanded lookups is a few MiB; this bounds the memory a broken or hostile answer can take.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 << 20;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -63,6 +73,7 @@ impl Default for Settings {
             retry_max_ms: 300_000,
             max_attempts: 6,
             ca_file: None,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -108,6 +119,20 @@ pub enum Error {
         attempts: u32,
         /// The last failure.
         last: String,
+    },
+    /// A success answer larger than [`Settings::max_response_bytes`]; retrying will not
+    /// shrink it.
+    #[error(
+        "dataverse {method} {path}: the answer is larger than {max} bytes; lower [dataverse] \
+         page_size, or check what answers at that address"
+    )]
+    TooLarge {
+        /// The method.
+        method: String,
+        /// The path (no query string).
+        path: String,
+        /// The limit, bytes.
+        max: usize,
     },
     /// A success answer that is not the JSON expected.
     #[error("dataverse {path}: unexpected answer: {source}")]
@@ -292,10 +317,22 @@ impl Client {
                 .await;
             match sent {
                 Ok(resp) if resp.status().is_success() => {
-                    let body = resp.bytes().await.map_err(|e| Error::Auth {
-                        status: 200,
-                        message: format!("reading the token: {}", e.without_url()),
-                    })?;
+                    let body = match read_capped(resp, self.settings.max_response_bytes).await {
+                        Ok(b) => b,
+                        Err(Body::TooLarge) => {
+                            return Err(Error::TooLarge {
+                                method: "POST".into(),
+                                path: "token".into(),
+                                max: self.settings.max_response_bytes,
+                            });
+                        }
+                        Err(Body::Transport(e)) => {
+                            return Err(Error::Auth {
+                                status: 200,
+                                message: format!("reading the token: {}", e.without_url()),
+                            });
+                        }
+                    };
                     let v: Value = serde_json::from_slice(&body).map_err(|e| Error::Auth {
                         status: 200,
                         message: format!("the token answer is not JSON: {e}"),
@@ -323,7 +360,11 @@ impl Client {
                 }
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    let body = resp.bytes().await.unwrap_or_default();
+                    // Only the first bytes of an error are shown: a cut or unreadable body is
+                    // no worse than none.
+                    let body = read_capped(resp, self.settings.max_response_bytes)
+                        .await
+                        .unwrap_or_default();
                     let message = serde_json::from_slice::<Value>(&body)
                         .ok()
                         .and_then(|v| {
@@ -431,9 +472,18 @@ impl Client {
                 header("Retry-After").and_then(|v| v.trim().parse::<u64>().ok()).map(|s| s * 1000);
             let etag = header("ETag");
             let entity_id = header("OData-EntityId");
-            let body = match resp.bytes().await {
-                Ok(b) => b.to_vec(),
-                Err(e) => {
+            let body = match read_capped(resp, self.settings.max_response_bytes).await {
+                Ok(b) => b,
+                Err(Body::TooLarge) if (200..300).contains(&status) => {
+                    return Err(Error::TooLarge {
+                        method: req.method.to_string(),
+                        path,
+                        max: self.settings.max_response_bytes,
+                    });
+                }
+                // An error answer is read only for its first bytes.
+                Err(Body::TooLarge) => Vec::new(),
+                Err(Body::Transport(e)) => {
                     last = e.without_url().to_string();
                     if attempt < self.settings.max_attempts {
                         tokio::time::sleep(self.backoff(attempt, None)).await;
@@ -530,6 +580,33 @@ impl Client {
             return Ok(v.get("@odata.deltaLink").and_then(Value::as_str).map(str::to_owned));
         }
     }
+}
+
+/// Why [`read_capped`] returned no body.
+enum Body {
+    /// More than the limit.
+    TooLarge,
+    /// The connection failed while reading.
+    Transport(reqwest::Error),
+}
+
+/// The body of `resp`, read chunk by chunk and refused as soon as it passes `max` bytes (a
+/// `Content-Length` over `max` is refused before reading).
+async fn read_capped(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> std::result::Result<Vec<u8>, Body> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(Body::TooLarge);
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(Body::Transport)? {
+        if buf.len() + chunk.len() > max {
+            return Err(Body::TooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
 }
 
 /// `(error.code, error.message)` from Dataverse's error JSON, or a short piece of the body.
