@@ -15,6 +15,7 @@
 //! - [`forwarder`]: the drain loop to each IIS.
 //! - [`sim`]: the simulated IIS and Dataverse (and TLS for them), for the demo and the tests.
 //! - [`demo`]: the embedded default run by `izrelay demo`.
+//! - [`harden`]: core dumps off for every izrelay process (`SECURITY.md`).
 
 #![forbid(unsafe_code)]
 
@@ -22,6 +23,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod forwarder;
+pub mod harden;
 pub mod hl7;
 pub mod iis;
 pub mod pull;

@@ -9,6 +9,10 @@ mod cli;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     init_tracing(args.verbose, args.quiet, args.log_format);
+    // Before any key or password is read: no core file may ever hold them (SECURITY.md).
+    if let Err(e) = izrelay::harden::disable_core_dumps() {
+        tracing::warn!(error = %e, "could not disable core dumps; a crash may write secrets to a core file");
+    }
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {

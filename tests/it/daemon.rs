@@ -16,13 +16,18 @@ use crate::util::{izrelay, root};
 const PASSWORD: &str = "Da3mon-Pa55!x9";
 
 /// A running `izrelay sim dataverse` over TLS, killed on drop.
-struct DvSim {
+pub(crate) struct DvSim {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl DvSim {
     fn start(dir: &Path, rows: usize) -> DvSim {
+        DvSim::start_with(dir, rows, &[])
+    }
+
+    /// [`DvSim::start`] with more `sim dataverse` arguments (e.g. `--client-secret S`).
+    pub(crate) fn start_with(dir: &Path, rows: usize, args: &[&str]) -> DvSim {
         let seed = dir.join("rows.json");
         let rows: Vec<serde_json::Value> =
             (0..rows).map(|i| crate::dataverse::row(i, i % 5 != 4)).collect();
@@ -40,6 +45,7 @@ impl DvSim {
             .args(["--table", "izr_notificationlogs:izr_notificationlog:izr_notificationlogid"])
             .arg("--seed-file")
             .arg(format!("{set}={}", seed.display()))
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -11,6 +11,7 @@ mod golden;
 mod hl7apy;
 mod packaging;
 mod props;
+mod security;
 mod store;
 mod tables;
 mod tls;
