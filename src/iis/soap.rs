@@ -739,8 +739,12 @@ fn local_name(start: &BytesStart<'_>) -> String {
 }
 
 /// Whether the element carries `xsi:nil="true"` (any prefix).
+///
+/// Without quick-xml's duplicate-attribute check: it compares each attribute with every one
+/// before it (RUSTSEC-2026-0194), so one start tag of 4 MiB of attributes held a worker for
+/// minutes; a duplicate changes nothing here.
 fn is_nil(start: &BytesStart<'_>) -> bool {
-    start.attributes().filter_map(std::result::Result::ok).any(|a| {
+    start.attributes().with_checks(false).filter_map(std::result::Result::ok).any(|a| {
         a.key.local_name().as_ref() == b"nil" && matches!(a.value.as_ref(), b"true" | b"1")
     })
 }
@@ -1455,6 +1459,22 @@ mod tests {
             parse_response(&huge),
             Err(Error::TooLarge { len: MAX_BODY + 1, max: MAX_BODY })
         );
+    }
+
+    #[test]
+    fn many_attributes_on_one_element_parse_in_linear_time() -> Result<()> {
+        // quick-xml's duplicate-attribute check is quadratic (RUSTSEC-2026-0194): an IIS answer
+        // of 4 MiB with one start tag of ~400,000 attributes must not hold a worker for hours.
+        let attrs: String = (0..(MAX_BODY - 1024) / 12).map(|i| format!(" a{i:06}=\"\"")).collect();
+        let body = format!(
+            "<connectivityTestResponse{attrs}><return>ok</return></connectivityTestResponse>"
+        );
+        let xml = envelope("", SOAP12_NS, &body);
+        assert!(xml.len() <= MAX_BODY, "{}", xml.len());
+        let started = std::time::Instant::now();
+        assert_eq!(parse_response(xml.as_bytes())?, Response::Connectivity("ok".into()));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+        Ok(())
     }
 
     #[test]
