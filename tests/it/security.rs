@@ -466,3 +466,52 @@ fn an_iis_answer_over_max_response_bytes_is_never_accepted() {
         }
     }
 }
+
+/// SQL metacharacters in record fields and command arguments are values, never SQL: a record
+/// whose id holds a `DROP TABLE` is stored and found by that id, and filters built to match
+/// everything match nothing.
+#[test]
+fn sql_metacharacters_are_values_never_sql() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = |name: &str| dir.path().join(name);
+    let evil_id = "x'); DROP TABLE notification_log; --";
+    write_records(&path("records.ndjson"), "PRV-Q", 2);
+    let mut records = std::fs::read_to_string(path("records.ndjson")).expect("records");
+    records = records.replacen("PRV-Q-rec-00000", &evil_id.replace('"', "\\\""), 1);
+    std::fs::write(path("records.ndjson"), records).expect("write");
+    let run = |args: &[&str]| {
+        let out = izrelay()
+            .arg("--data-dir")
+            .arg(path("data"))
+            .args(args)
+            .env_remove("IZRELAY_KEY")
+            .output()
+            .expect("izrelay runs");
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let records = path("records.ndjson");
+    let (ok, _, err) = run(&["import", records.to_str().expect("utf-8")]);
+    assert!(ok, "{err}");
+    let (ok, history, err) = run(&["history", evil_id, "--json"]);
+    assert!(ok && history.contains("DROP TABLE"), "{history}{err}");
+    let rows = |args: &[&str]| {
+        let (ok, out, err) = run(args);
+        assert!(ok, "{args:?}: {err}");
+        serde_json::from_str::<serde_json::Value>(&out)
+            .expect("json")
+            .as_array()
+            .expect("list")
+            .len()
+    };
+    assert_eq!(rows(&["log", "--json"]), 2, "both records, the table still there");
+    assert_eq!(rows(&["log", "--json", "--provider", "PRV-Q"]), 2, "the control");
+    for args in [
+        &["log", "--json", "--provider", "PRV-Q' OR '1'='1"][..],
+        &["log", "--json", "--patient", "x' OR 1=1 --"],
+        &["log", "--json", "--provider", "%"],
+    ] {
+        assert_eq!(rows(args), 0, "{args:?}");
+    }
+    let (ok, _, err) = run(&["history", "PRV-Q-rec-00001' OR '1'='1"]);
+    assert!(!ok, "an unknown id, not every row: {err}");
+}
