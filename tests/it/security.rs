@@ -329,22 +329,34 @@ fn a_running_daemon_writes_no_core_file_and_is_not_dumpable() {
     }
 }
 
-/// A loopback HTTP/1.1 server that answers every `submitSingleMessage` with an AA ACK for the
-/// message's MSH-10, the SOAP answer padded by an XML comment to `answer_len` bytes. Stops
-/// when dropped.
-struct BigIis {
+/// What [`LoopbackIis`] answers.
+#[derive(Clone)]
+enum Reply {
+    /// An AA ACK for the message's MSH-10, the SOAP answer padded by an XML comment to this
+    /// many bytes.
+    Ack(usize),
+    /// `307 Temporary Redirect` to this URL.
+    Redirect(String),
+}
+
+/// A loopback HTTP/1.1 server that answers every request with `reply`; counts connections;
+/// stops when dropped.
+struct LoopbackIis {
     url: String,
     stop: Arc<AtomicBool>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl BigIis {
-    fn start(answer_len: usize) -> BigIis {
+impl LoopbackIis {
+    fn start(reply: Reply) -> LoopbackIis {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let url = format!("http://{}/iis", listener.local_addr().expect("addr"));
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = connections.clone();
         let thread = std::thread::spawn(move || {
             // Bounded: at most 60 s and 200 connections, whatever the client does.
             let deadline = Instant::now() + Duration::from_secs(60);
@@ -353,17 +365,22 @@ impl BigIis {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         served += 1;
-                        let _ = answer(stream, answer_len);
+                        count.fetch_add(1, Ordering::Relaxed);
+                        let _ = answer(stream, &reply);
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
             }
         });
-        BigIis { url, stop, thread: Some(thread) }
+        LoopbackIis { url, stop, connections, thread: Some(thread) }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 }
 
-impl Drop for BigIis {
+impl Drop for LoopbackIis {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -373,7 +390,7 @@ impl Drop for BigIis {
 }
 
 /// Reads one request and answers it (one request per connection).
-fn answer(stream: TcpStream, answer_len: usize) -> std::io::Result<()> {
+fn answer(stream: TcpStream, reply: &Reply) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
@@ -390,6 +407,17 @@ fn answer(stream: TcpStream, answer_len: usize) -> std::io::Result<()> {
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
+    let mut out = stream;
+    let answer_len = match reply {
+        Reply::Ack(len) => *len,
+        Reply::Redirect(to) => {
+            write!(
+                out,
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
+            return out.flush();
+        }
+    };
     let soap = match izrelay::iis::soap::parse_request(&body) {
         Ok(izrelay::iis::soap::Request::Submit { hl7, .. }) => {
             let control_id = hl7.split('|').nth(9).unwrap_or("").to_owned();
@@ -404,7 +432,6 @@ fn answer(stream: TcpStream, answer_len: usize) -> std::io::Result<()> {
     };
     let pad = answer_len.saturating_sub(soap.len() + 7);
     let body = format!("{soap}<!--{}-->", "x".repeat(pad));
-    let mut out = stream;
     write!(
         out,
         "HTTP/1.1 200 OK\r\nContent-Type: application/soap+xml; charset=utf-8\r\n\
@@ -420,12 +447,12 @@ fn answer(stream: TcpStream, answer_len: usize) -> std::io::Result<()> {
 #[test]
 fn an_iis_answer_over_max_response_bytes_is_never_accepted() {
     for (answer_len, accepted) in [(2048, false), (1000, true)] {
-        let iis = BigIis::start(answer_len);
+        let iis = LoopbackIis::start(Reply::Ack(answer_len));
         let dir = tempfile::tempdir().expect("tmp");
         let path = |name: &str| dir.path().join(name);
         std::fs::write(
             path("config.toml"),
-            "[forward]\nmax_response_bytes = 1024\nretry_base_ms = 5\nretry_max_ms = 20\n\
+            "[forward]\nmax_response_bytes = 1024\nretry_base_ms = 600000\nretry_max_ms = 600000\n\
              request_timeout_secs = 5\n",
         )
         .expect("config");
@@ -449,6 +476,7 @@ fn an_iis_answer_over_max_response_bytes_is_never_accepted() {
         let records = path("records.ndjson");
         assert!(run(&["import", records.to_str().expect("p")]).status.success());
         let out = run(&["forward", "--once"]);
+        assert_eq!(iis.connections(), 1, "one attempt, the retry is not due in this run");
         let log = text(&run(&["log", "--json"]).stdout);
         let rows: serde_json::Value = serde_json::from_str(&log).expect("log json");
         let row = &rows[0];
@@ -514,4 +542,61 @@ fn sql_metacharacters_are_values_never_sql() {
     }
     let (ok, _, err) = run(&["history", "PRV-Q-rec-00001' OR '1'='1"]);
     assert!(!ok, "an unknown id, not every row: {err}");
+}
+
+/// Runs `izrelay --config DIR/config.toml --data-dir DIR/data ARGS`.
+fn run_in(dir: &Path, args: &[&str]) -> Output {
+    izrelay()
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(args)
+        .env_remove("IZRELAY_KEY")
+        .output()
+        .expect("izrelay runs")
+}
+
+/// An IIS that answers with a redirect is not followed (the password would go to the
+/// redirect's target): nothing reaches the target, the message is not accepted.
+#[test]
+fn an_iis_redirect_is_never_followed() {
+    let target = LoopbackIis::start(Reply::Ack(0));
+    let iis = LoopbackIis::start(Reply::Redirect(target.url.clone()));
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = |name: &str| dir.path().join(name);
+    std::fs::write(path("config.toml"), "[forward]\nrequest_timeout_secs = 5\n").expect("config");
+    write_settings(&path("Settings.xml"), &iis.url, &[("PRV-R", "user-r", PW_001)]);
+    write_records(&path("records.ndjson"), "PRV-R", 1);
+    let xml = path("Settings.xml");
+    let out = run_in(
+        dir.path(),
+        &["credentials", "import", "--allow-http", "PRV-R", xml.to_str().expect("p")],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let records = path("records.ndjson");
+    assert!(run_in(dir.path(), &["import", records.to_str().expect("p")]).status.success());
+    let out = run_in(dir.path(), &["forward", "--once"]);
+    let log = text(&run_in(dir.path(), &["log", "--json"]).stdout);
+    assert!(iis.connections() >= 1, "the IIS was called");
+    assert_eq!(target.connections(), 0, "the redirect was followed: {}", text(&out.stdout));
+    assert!(!log.contains("\"accepted\""), "{log}");
+    assert!(text(&out.stdout).contains("PAUSED"), "a 3xx pauses the IIS: {}", text(&out.stdout));
+}
+
+/// `/healthz` and `/metrics` only on loopback: another address fails `check-config`.
+#[test]
+fn metrics_listen_off_loopback_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    for (addr, ok) in [("0.0.0.0:9464", false), ("192.0.2.7:9464", false), ("127.0.0.1:9464", true)]
+    {
+        let config = format!("[daemon]\nmetrics_listen = \"{addr}\"\n");
+        std::fs::write(dir.path().join("config.toml"), config).expect("config");
+        let out = run_in(dir.path(), &["check-config"]);
+        assert_eq!(out.status.success(), ok, "{addr}: {}", text(&out.stderr));
+        if !ok {
+            let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+            assert!(all.contains("not a loopback address"), "{all}");
+        }
+    }
 }
