@@ -120,6 +120,15 @@ pub enum Error {
         /// The last failure.
         last: String,
     },
+    /// An answer linked outside the configured environment (a next or delta link to another
+    /// host or scheme); it is not followed, so the token never leaves the environment.
+    #[error("dataverse answered a link outside {api}: {link}; not followed")]
+    ForeignLink {
+        /// The link, without its query string.
+        link: String,
+        /// The Web API base of the configured environment.
+        api: String,
+    },
     /// A success answer larger than [`Settings::max_response_bytes`]; retrying will not
     /// shrink it.
     #[error(
@@ -425,6 +434,15 @@ impl Client {
     /// attempt failed, [`Error::Auth`] when no token can be had.
     pub async fn send(&self, req: &Request<'_>) -> Result<Answer> {
         let url = if req.target.starts_with("http://") || req.target.starts_with("https://") {
+            // A full URL comes from an answer (`@odata.nextLink`, a delta link): the bearer
+            // token goes only to the configured environment, never to another host or over
+            // plain http because an answer said so.
+            if !req.target.starts_with(&self.api) {
+                return Err(Error::ForeignLink {
+                    link: req.target.split('?').next().unwrap_or("").to_owned(),
+                    api: self.api.clone(),
+                });
+            }
             req.target.to_owned()
         } else {
             format!("{}{}", self.api, req.target.trim_start_matches('/'))
@@ -637,6 +655,32 @@ mod tests {
         assert_eq!(code, "0x80072322");
         assert!(msg.starts_with("Number of requests"));
         assert_eq!(error_text(b"<html>  Bad\n gateway</html>").1, "<html> Bad gateway</html>");
+    }
+
+    #[tokio::test]
+    async fn a_link_outside_the_environment_is_not_followed() {
+        let settings = Settings {
+            url: "https://contoso.crm.dynamics.com".into(),
+            tenant_id: "t".into(),
+            client_id: "c".into(),
+            // Nothing listens there: reaching the token endpoint would be a transport error.
+            token_url: Some("http://127.0.0.1:9/token".into()),
+            max_attempts: 1,
+            ..Settings::default()
+        };
+        let client = Client::new(settings, Secret::new("x")).expect("client");
+        for link in [
+            "https://evil.example/api/data/v9.2/x?$skiptoken=1",
+            "http://contoso.crm.dynamics.com/api/data/v9.2/x",
+            "https://contoso.crm.dynamics.com.evil.example/api/data/v9.2/x",
+        ] {
+            let err = client.send(&Request::get(link)).await.expect_err(link);
+            assert!(matches!(err, Error::ForeignLink { .. }), "{link}: {err}");
+            assert!(!err.to_string().contains("skiptoken"), "{err}");
+        }
+        let own = "https://contoso.crm.dynamics.com/api/data/v9.2/x?$skiptoken=1";
+        let err = client.send(&Request::get(own)).await.expect_err("no token endpoint");
+        assert!(!matches!(err, Error::ForeignLink { .. }), "{err}");
     }
 
     #[test]
