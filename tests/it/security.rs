@@ -294,8 +294,13 @@ fn a_running_daemon_writes_no_core_file_and_is_not_dumpable() {
         )
         .expect("chmod");
     }
-    let mut cmd = izrelay();
-    cmd.arg("--config")
+    // Through a shell that raises the soft core limit to the hard one first: the limits a
+    // test run inherits (often a soft 0) must not be what makes the check pass.
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("ulimit -S -c \"$(ulimit -H -c)\" && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_izrelay"))
+        .arg("--config")
         .arg(dir.path().join("config.toml"))
         .arg("--data-dir")
         .arg(dir.path().join("data"))
