@@ -109,8 +109,13 @@ def main():
         fed = 0
         start = time.time()
         batch = os.path.join(d, "batch.ndjson")
+        samples = []  # (seconds, RSS KiB, anonymous KiB) once a minute
+        next_sample = start
         while time.time() - start < SOAK_SECS:
             tick = time.time()
+            if tick >= next_sample:
+                samples.append((tick - start, rss_kib(run.pid), rss_kib(run.pid, "RssAnon")))
+                next_sample += 60
             with open(batch, "w") as f:
                 for _ in range(RATE):
                     f.write(json.dumps(record(base, fed)) + "\n")
@@ -151,6 +156,8 @@ def main():
               f"duplicates with a new MSH-10 {dup_new}; resends recognised (same MSH-10) {resends}")
         print(f"RSS {rss0 / 1024:.1f} MiB at start, {rss1 / 1024:.1f} MiB at the end of the feed; "
               f"open fds {fds0} → {fds1}")
+        print("RSS / anonymous by minute (MiB): " + ", ".join(
+            f"{t / 60:.0f}: {r / 1024:.1f}/{a / 1024:.1f}" for t, r, a in samples))
     finally:
         for p in procs:
             if p.poll() is None:
