@@ -106,7 +106,14 @@ pub(crate) fn forward(ctx: &Ctx, args: &ForwardArgs) -> anyhow::Result<ExitCode>
             println!("nothing to forward");
         }
     }
-    let trouble = report.providers.iter().any(|p| p.paused.is_some() || p.error.is_some());
+    if report.store_failed {
+        eprintln!(
+            "the database failed during the drain (see the errors above); messages left in \
+             sending go back to queued at the next run"
+        );
+    }
+    let trouble = report.store_failed
+        || report.providers.iter().any(|p| p.paused.is_some() || p.error.is_some());
     Ok(if trouble { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 

@@ -114,6 +114,10 @@ pub struct DrainReport {
     pub without_endpoint: Vec<(String, u64)>,
     /// Rows put back from `sending` to `queued` at start (left by a crash).
     pub recovered: usize,
+    /// The database failed mid-drain (a claim or an outcome could not be written, e.g. locked
+    /// by another process or full): the workers stopped early; rows left in `sending` go back
+    /// to `queued` at the next drain, which the caller should start after a pause.
+    pub store_failed: bool,
 }
 
 /// Progress callback: called once per outcome recorded.
@@ -203,6 +207,9 @@ fn store_thread(
                     } else {
                         store.claim_for(&provider, now_ms(), limit)
                     };
+                    if r.is_err() {
+                        failed.store(true, Ordering::SeqCst);
+                    }
                     let _ = reply.send(r);
                 }
                 Cmd::Pause { provider, reason } => {
@@ -275,7 +282,7 @@ pub async fn drain(
         .name("izrelay-store".into())
         .spawn(move || store_thread(store, rx, thread_failed, bar_inc))
         .map_err(|e| Error::StoreThread(e.to_string()))?;
-    let handle = StoreHandle { tx, failed };
+    let handle = StoreHandle { tx, failed: failed.clone() };
 
     let mut workers = JoinSet::new();
     for ep in endpoints {
@@ -320,6 +327,7 @@ pub async fn drain(
         }
     }
     let store = thread.join().map_err(|_| Error::StoreThread("panicked".into()))?;
+    report.store_failed = failed.load(Ordering::SeqCst);
     report.providers.sort_by(|a, b| a.provider_id.cmp(&b.provider_id));
     Ok((store, report))
 }

@@ -58,6 +58,17 @@ pub enum Error {
         /// What SQLite reported.
         detail: String,
     },
+    /// Another process held a write lock on the database longer than [`BUSY_TIMEOUT`].
+    #[error(
+        "the database {path} is locked by another process (waited {} s): another izrelay \
+         command, or a tool holding a write transaction on it, is still running; try again when \
+         it is done",
+        BUSY_TIMEOUT.as_secs()
+    )]
+    Locked {
+        /// The database path.
+        path: PathBuf,
+    },
     /// A stored record or value could not be read back.
     #[error("stored data is damaged: {0}")]
     Corrupt(String),
@@ -196,11 +207,15 @@ impl Store {
     }
 }
 
-/// [`Error::Damaged`] when SQLite says the file is corrupt or not a database, else the error.
+/// [`Error::Damaged`] when SQLite says the file is corrupt or not a database, [`Error::Locked`]
+/// when another process kept it locked past the busy timeout, else the error.
 fn damaged(path: &Path, e: rusqlite::Error) -> Error {
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
             Error::Damaged { path: path.to_path_buf(), detail: e.to_string() }
+        }
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            Error::Locked { path: path.to_path_buf() }
         }
         _ => Error::Sqlite(e),
     }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-use crate::forward::{text, write_records};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::forward::{Sim, sim_accounts, text, write_records, write_settings};
 use crate::util::izrelay;
 
 /// A data dir and a config (no Dataverse, no IIS unless `extra` says so).
@@ -30,6 +32,19 @@ impl Site {
         );
         std::fs::write(site.path("config.toml"), config).expect("config");
         site
+    }
+
+    /// Trusts `sim`'s certificate and imports credentials for `provider` pointing at it.
+    fn use_iis(&self, sim: &Sim, provider: &str) {
+        let config = std::fs::read_to_string(self.path("config.toml")).expect("config");
+        let config = config.replacen(
+            "[forward]\n",
+            &format!("[forward]\nca_file = {:?}\n", self.path("sim-ca.pem")),
+            1,
+        );
+        std::fs::write(self.path("config.toml"), config).expect("config");
+        write_settings(&self.path("Settings.xml"), &sim.url, &[(provider, "clinic", PASSWORD)]);
+        self.ok(&["credentials", "import", self.path("Settings.xml").to_str().expect("utf8")]);
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -65,10 +80,121 @@ impl Site {
         self.db().query_row(sql, [], |r| r.get(0)).expect("count")
     }
 
-    /// `izrelay run` with its stderr in `name`; the caller stops it.
-    fn spawn_daemon(&self, name: &str) -> std::process::Child {
+    /// `izrelay run` with its stderr in `name`, killed on drop.
+    fn spawn_daemon(&self, name: &str) -> Daemon {
         let log = std::fs::File::create(self.path(name)).expect("log");
-        self.cmd().arg("run").stdout(Stdio::null()).stderr(log).spawn().expect("run starts")
+        let child = self
+            .cmd()
+            .arg("run")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("run starts");
+        Daemon { child, log: self.path(name) }
+    }
+}
+
+const PASSWORD: &str = "Fau1t-Pa55!k2";
+
+/// The `sim iis` arguments for the one account [`Site::use_iis`] imports.
+fn iis_args(provider: &str, more: &[&str]) -> Vec<String> {
+    let mut args = sim_accounts(&[(provider, "clinic", PASSWORD)]);
+    args.extend(more.iter().map(|s| (*s).to_owned()));
+    args
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Every dose the IIS stored was stored under one MSH-10, and accepted (not as a resend)
+/// once; returns how many doses it has.
+fn accepted_exactly_once(sim: &Sim) -> usize {
+    let mut ids: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut accepted: BTreeMap<String, usize> = BTreeMap::new();
+    for d in sim.deliveries() {
+        let control = d.control_id.clone().unwrap_or_default();
+        if matches!(d.outcome.as_str(), "accepted" | "accepted_with_warnings" | "duplicate") {
+            ids.entry(d.vaccination_id.clone().unwrap_or_default()).or_default().insert(control);
+        }
+        if d.outcome.starts_with("accepted") {
+            *accepted.entry(d.control_id.clone().unwrap_or_default()).or_default() += 1;
+        }
+    }
+    for (dose, ids) in &ids {
+        assert_eq!(ids.len(), 1, "dose {dose} stored under several MSH-10s: {ids:?}");
+    }
+    for (control, n) in &accepted {
+        assert_eq!(*n, 1, "MSH-10 {control} accepted {n} times");
+    }
+    ids.len()
+}
+
+/// Polls `done` every 100 ms until it holds; panics with `what` after `secs`.
+fn wait_for(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Holds `BEGIN EXCLUSIVE` on `db` from another connection for `hold`; returns once the lock
+/// is taken. Join the handle to know it was released.
+fn hold_exclusive(db: &Path, hold: Duration) -> std::thread::JoinHandle<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let db = db.to_path_buf();
+    let handle = std::thread::spawn(move || {
+        let conn = Connection::open(&db).expect("open");
+        conn.busy_timeout(Duration::from_secs(30)).expect("busy timeout");
+        conn.execute_batch("BEGIN EXCLUSIVE").expect("exclusive lock");
+        conn.execute("INSERT INTO audit_event (at, action) VALUES (0, 'test holds the lock')", [])
+            .expect("a write under the lock");
+        tx.send(()).expect("signal");
+        std::thread::sleep(hold);
+        conn.execute_batch("COMMIT").expect("release");
+    });
+    rx.recv().expect("the lock was taken");
+    handle
+}
+
+fn integrity_ok(db: &Path) {
+    let conn = Connection::open(db).expect("open");
+    let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("check");
+    assert_eq!(ok, "ok");
+}
+
+/// A running `izrelay run`: killed on drop, its log printed when the test failed.
+struct Daemon {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_none()
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+        wait_exit(&mut self.child, "izrelay run after SIGTERM")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- daemon log ---\n{}", self.log());
+        }
     }
 }
 
@@ -142,7 +268,59 @@ fn a_damaged_database_is_refused_by_status_import_and_run_and_never_written() {
     assert!(!import.status.success(), "import: {}", text(&import.stdout));
     named("import", &text(&import.stderr));
     let mut daemon = site.spawn_daemon("run.log");
-    let exit = wait_exit(&mut daemon, "izrelay run on a damaged database");
+    let exit = wait_exit(&mut daemon.child, "izrelay run on a damaged database");
     assert!(!exit.success(), "run refuses to start");
     named("run", &std::fs::read_to_string(site.path("run.log")).expect("log"));
+}
+
+#[test]
+fn a_database_locked_by_another_process_fails_import_cleanly_and_the_daemon_recovers() {
+    let site = Site::new("");
+    write_records(&site.path("a.ndjson"), "PRV-A", 10);
+    write_records(&site.path("b.ndjson"), "PRV-B", 50);
+    site.ok(&["import", site.path("a.ndjson").to_str().expect("utf8")]);
+    let db = site.db_path();
+    // Longer than the busy timeout (10 s), so the import cannot simply wait it out.
+    let lock = hold_exclusive(&db, Duration::from_secs(13));
+    let import = site.run(&["import", site.path("b.ndjson").to_str().expect("utf8")]);
+    let stderr = text(&import.stderr);
+    lock.join().expect("lock thread");
+    let vaccinations = site.count("SELECT count(*) FROM vaccination");
+    let messages = site.count("SELECT count(*) FROM notification_log");
+    if import.status.success() {
+        // Waiting for the lock and then importing is correct too.
+        assert_eq!((vaccinations, messages), (60, 60));
+    } else {
+        assert!(stderr.contains(&db.display().to_string()), "names the database: {stderr}");
+        assert!(stderr.contains("locked"), "says it is locked: {stderr}");
+        assert_eq!((vaccinations, messages), (10, 10), "nothing half-imported: {stderr}");
+    }
+    integrity_ok(&db);
+    site.ok(&["import", site.path("b.ndjson").to_str().expect("utf8")]);
+    assert_eq!(site.count("SELECT count(*) FROM notification_log"), 60);
+
+    // The daemon: the IIS fails for a while so work is pending when the lock is taken.
+    let sim =
+        Sim::start(site.dir.path(), &strs(&iis_args("PRV-B", &["--schedule", "http503@0-4000"])));
+    site.use_iis(&sim, "PRV-B");
+    let mut daemon = site.spawn_daemon("run.log");
+    wait_for(60, "the daemon forwards", || !sim.deliveries().is_empty());
+    // Longer than two busy timeouts: a write of the forwarder fails, and so does its reopen.
+    let lock = hold_exclusive(&db, Duration::from_secs(25));
+    std::thread::sleep(Duration::from_secs(22));
+    assert!(daemon.running(), "the daemon keeps running under the lock");
+    lock.join().expect("lock thread");
+    wait_for(120, "the daemon drains after the lock is released", || {
+        site.count(
+            "SELECT count(*) FROM notification_log \
+             WHERE provider_id = 'PRV-B' AND status = 'accepted'",
+        ) == 50
+    });
+    assert!(daemon.running(), "still running");
+    let exit = daemon.stop();
+    assert!(exit.success(), "clean stop: {exit:?}");
+    let log = daemon.log();
+    assert!(log.contains("locked"), "the loop logged the lock: {log}");
+    assert_eq!(accepted_exactly_once(&sim), 50);
+    integrity_ok(&db);
 }
