@@ -126,9 +126,45 @@ pub type Progress = Arc<dyn Fn() + Send + Sync>;
 /// Told the number of messages due when the drain starts.
 pub type Total = Arc<dyn Fn(u64) + Send + Sync>;
 
+/// What an outcome counts as in its provider's report, once (and only once) it is committed.
+#[derive(Debug, Clone)]
+struct Tally {
+    provider: String,
+    kind: TallyKind,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum TallyKind {
+    Accepted { warnings: bool },
+    Rejected,
+    Retried,
+    Failed,
+    Uncounted,
+}
+
+/// Per provider, the outcomes committed to the database: what the report says.
+type Committed = Arc<std::sync::Mutex<BTreeMap<String, ProviderReport>>>;
+
+fn count_committed(committed: &Committed, tallies: impl Iterator<Item = Tally>) {
+    let Ok(mut map) = committed.lock() else { return };
+    for t in tallies {
+        let r = map.entry(t.provider).or_default();
+        match t.kind {
+            TallyKind::Accepted { warnings } => {
+                r.accepted += 1;
+                r.warnings += u64::from(warnings);
+            }
+            TallyKind::Rejected => r.rejected += 1,
+            TallyKind::Retried => r.retried += 1,
+            TallyKind::Failed => r.failed += 1,
+            TallyKind::Uncounted => {}
+        }
+    }
+}
+
 enum Cmd {
     Claim { provider: String, limit: usize, reply: oneshot::Sender<store::Result<Vec<Claim>>> },
-    Finish(Box<Outcome>),
+    Finish(Box<Outcome>, Tally),
     Pause { provider: String, reason: String },
     Release { ids: Vec<i64>, reply: oneshot::Sender<store::Result<usize>> },
     NextDue { provider: String, reply: oneshot::Sender<store::Result<Option<i64>>> },
@@ -163,6 +199,7 @@ fn store_thread(
     rx: std::sync::mpsc::Receiver<Cmd>,
     failed: Arc<AtomicBool>,
     progress: Option<Progress>,
+    committed: Committed,
 ) -> Store {
     const MAX_GROUP: usize = 1024;
     while let Ok(first) = rx.recv() {
@@ -174,16 +211,28 @@ fn store_thread(
             }
         }
         let mut outcomes = Vec::new();
+        let mut tallies = Vec::new();
         let mut rest = Vec::new();
         for c in cmds {
             match c {
-                Cmd::Finish(o) => outcomes.push(*o),
+                Cmd::Finish(o, t) => {
+                    outcomes.push(*o);
+                    tallies.push(t);
+                }
                 other => rest.push(other),
             }
         }
         if !outcomes.is_empty() {
             match store.finish_batch(&outcomes) {
                 Ok(skipped) => {
+                    count_committed(
+                        &committed,
+                        outcomes
+                            .iter()
+                            .zip(tallies)
+                            .filter(|(o, _)| !skipped.contains(&o.log_id))
+                            .map(|(_, t)| t),
+                    );
                     for id in skipped {
                         warn!(log_id = id, "outcome not recorded: the row had left sending");
                     }
@@ -223,7 +272,7 @@ fn store_thread(
                 Cmd::NextDue { provider, reply } => {
                     let _ = reply.send(store.next_due(&provider));
                 }
-                Cmd::Finish(_) => {}
+                Cmd::Finish(..) => {}
             }
         }
     }
@@ -278,9 +327,11 @@ pub async fn drain(
     let failed = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();
     let thread_failed = failed.clone();
+    let committed = Committed::default();
+    let thread_committed = committed.clone();
     let thread = std::thread::Builder::new()
         .name("izrelay-store".into())
-        .spawn(move || store_thread(store, rx, thread_failed, bar_inc))
+        .spawn(move || store_thread(store, rx, thread_failed, bar_inc, thread_committed))
         .map_err(|e| Error::StoreThread(e.to_string()))?;
     let handle = StoreHandle { tx, failed: failed.clone() };
 
@@ -328,6 +379,15 @@ pub async fn drain(
     }
     let store = thread.join().map_err(|_| Error::StoreThread("panicked".into()))?;
     report.store_failed = failed.load(Ordering::SeqCst);
+    // The counts are what was committed, not what was sent: an outcome the database could not
+    // store (disk full) is not reported, and its row is sent again (same MSH-10).
+    if let Ok(map) = committed.lock() {
+        for p in &mut report.providers {
+            let c = map.get(&p.provider_id).cloned().unwrap_or_default();
+            (p.accepted, p.warnings, p.rejected, p.retried, p.failed) =
+                (c.accepted, c.warnings, c.rejected, c.retried, c.failed);
+        }
+    }
     report.providers.sort_by(|a, b| a.provider_id.cmp(&b.provider_id));
     Ok((store, report))
 }
@@ -460,6 +520,7 @@ impl Worker {
     fn record(&mut self, claim: Claim, started: i64, reply: &Reply, d: Disposition) {
         let attempts = claim.attempts.saturating_add(1);
         let mut error = None;
+        let mut kind = TallyKind::Uncounted;
         let finish = match &d {
             Disposition::Accepted { ack, raw } | Disposition::Rejected { ack, raw } => {
                 let ack_errors = serde_json::to_string(&ack.errors).unwrap_or_default();
@@ -469,10 +530,12 @@ impl Worker {
                     if !ack.errors.is_empty() {
                         self.report.warnings += 1;
                     }
+                    kind = TallyKind::Accepted { warnings: !ack.errors.is_empty() };
                     debug!(log_id = claim.log_id, attempts, "accepted");
                     Finish::Accepted { ack_code, ack: raw.clone(), ack_errors }
                 } else {
                     self.report.rejected += 1;
+                    kind = TallyKind::Rejected;
                     warn!(
                         provider = self.provider,
                         log_id = claim.log_id,
@@ -484,6 +547,7 @@ impl Worker {
             }
             Disposition::Retry { reason, retry_after_ms, .. } => {
                 self.report.retried += 1;
+                kind = TallyKind::Retried;
                 let delay = backoff::delay_ms(
                     attempts,
                     self.settings.retry_base_ms,
@@ -505,6 +569,7 @@ impl Worker {
             }
             Disposition::Fail { reason } => {
                 self.report.failed += 1;
+                kind = TallyKind::Failed;
                 warn!(provider = self.provider, log_id = claim.log_id, reason = %reason, "message failed; not retried");
                 error = Some(reason.clone());
                 Finish::Failed { reason: reason.clone() }
@@ -521,7 +586,9 @@ impl Worker {
             outcome: d.word().to_owned(),
             error,
         };
-        self.store.send(Cmd::Finish(Box::new(Outcome { log_id: claim.log_id, finish, attempt })));
+        let tally = Tally { provider: self.provider.clone(), kind };
+        self.store
+            .send(Cmd::Finish(Box::new(Outcome { log_id: claim.log_id, finish, attempt }), tally));
     }
 
     /// Waits for the next due row; false when the worker should end.

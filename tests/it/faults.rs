@@ -25,6 +25,10 @@ impl Site {
     fn new(extra: &str) -> Site {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
+        Site::with_data(dir, data, extra)
+    }
+
+    fn with_data(dir: tempfile::TempDir, data: PathBuf, extra: &str) -> Site {
         let site = Site { dir, data };
         let config = format!(
             "[forward]\nrequest_timeout_secs = 2\nconnect_timeout_secs = 2\n\
@@ -198,6 +202,57 @@ impl Drop for Daemon {
     }
 }
 
+/// A small tmpfs mounted on a directory, unmounted on drop.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// `None`, with a printed notice, where mounting is not permitted (not root).
+    fn mount(dir: &Path, kib: u64, what: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k,mode=0700"), "tmpfs"])
+            .arg(dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs { dir: dir.to_path_buf() }),
+            Ok(o) => {
+                eprintln!(
+                    "NOTICE: cannot mount a tmpfs ({}); skipping {what}",
+                    text(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("NOTICE: cannot run mount ({e}); skipping {what}");
+                None
+            }
+        }
+    }
+
+    /// Fills the file system with `filler` until writes fail, then gives back `free` bytes.
+    fn fill(&self, free: u64) -> PathBuf {
+        use std::io::Write;
+        let filler = self.dir.join("filler");
+        let mut f = std::fs::File::create(&filler).expect("filler");
+        let chunk = vec![0x5a_u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let len = f.metadata().expect("len").len();
+        f.set_len(len.saturating_sub(free)).expect("truncate");
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount").arg(&self.dir).status().is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
 /// Waits (generously) for `child` to exit; kills it and panics past the deadline.
 fn wait_exit(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -323,4 +378,96 @@ fn a_database_locked_by_another_process_fails_import_cleanly_and_the_daemon_reco
     assert!(log.contains("locked"), "the loop logged the lock: {log}");
     assert_eq!(accepted_exactly_once(&sim), 50);
     integrity_ok(&db);
+}
+
+#[test]
+fn a_full_disk_stops_an_import_cleanly_and_a_reimport_completes_once_space_returns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(fs) = Tmpfs::mount(&dir.path().join("data"), 32 * 1024, "the disk-full import case")
+    else {
+        return;
+    };
+    let site = Site::with_data(dir, fs.dir.clone(), "");
+    write_records(&site.path("a.ndjson"), "PRV-A", 5);
+    write_records(&site.path("b.ndjson"), "PRV-B", 2000);
+    site.ok(&["import", site.path("a.ndjson").to_str().expect("utf8")]);
+    // Room for part of the file (imports commit batch by batch), not for all of it.
+    let filler = fs.fill(3 * 1024 * 1024);
+    let out = site.run(&["import", site.path("b.ndjson").to_str().expect("utf8")]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "2000 records do not fit in 3 MiB: {}", text(&out.stdout));
+    assert!(stderr.contains("full"), "says the disk is full: {stderr}");
+    eprintln!("import on a full disk: {stderr}");
+    let reported: i64 = stderr
+        .split("failed after ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .map_or(0, |n| n.parse().expect("a count"));
+    let stored =
+        |site: &Site| site.count("SELECT count(*) FROM vaccination WHERE provider_id = 'PRV-B'");
+    // A reader needs room for its shared-memory file too: count once space is back.
+    std::fs::remove_file(filler).expect("space returns");
+    assert_eq!(stored(&site), reported, "what the error says is stored is what is: {stderr}");
+    assert_eq!(
+        site.count("SELECT count(*) FROM notification_log WHERE provider_id = 'PRV-B'"),
+        reported,
+        "one message per stored record"
+    );
+    integrity_ok(&site.db_path());
+    site.ok(&["import", site.path("b.ndjson").to_str().expect("utf8")]);
+    assert_eq!(stored(&site), 2000);
+    assert_eq!(site.count("SELECT count(*) FROM notification_log"), 2005);
+    integrity_ok(&site.db_path());
+}
+
+#[test]
+fn a_full_disk_during_forward_reports_nothing_unstored_and_the_drain_completes_later() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(fs) = Tmpfs::mount(&dir.path().join("data"), 32 * 1024, "the disk-full forward case")
+    else {
+        return;
+    };
+    let site = Site::with_data(dir, fs.dir.clone(), "");
+    let sim = Sim::start(site.dir.path(), &strs(&iis_args("PRV-A", &[])));
+    site.use_iis(&sim, "PRV-A");
+    write_records(&site.path("a.ndjson"), "PRV-A", 200);
+    site.ok(&["import", site.path("a.ndjson").to_str().expect("utf8")]);
+    let accepted =
+        |site: &Site| site.count("SELECT count(*) FROM notification_log WHERE status = 'accepted'");
+    // An open connection keeps the WAL index (shared memory) allocated, so the forwarder can
+    // open the database and claim, and it is its outcomes that find the disk full.
+    let keep = site.db();
+    let _: i64 =
+        keep.query_row("SELECT count(*) FROM vaccination", [], |r| r.get(0)).expect("read");
+    let filler = fs.fill(96 * 1024);
+    let out = site.run(&["forward", "--once"]);
+    drop(keep);
+    let stdout = text(&out.stdout);
+    assert!(!out.status.success(), "a full disk is trouble: {stdout}");
+    eprintln!("forward on a full disk: {stdout}{}", text(&out.stderr));
+    // A reader needs room for its shared-memory file too: count once space is back.
+    std::fs::remove_file(filler).expect("space returns");
+    let reported: i64 = stdout
+        .split("PRV-A: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .map_or(0, |n| n.parse().expect("a count"));
+    assert_eq!(
+        reported,
+        accepted(&site),
+        "reported accepted = stored accepted: {stdout}{}",
+        text(&out.stderr)
+    );
+    assert!(accepted(&site) < 200, "the disk was full: {stdout}");
+    integrity_ok(&site.db_path());
+    for _ in 0..20 {
+        let out = site.run(&["forward", "--once"]);
+        assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+        if accepted(&site) == 200 {
+            break;
+        }
+    }
+    assert_eq!(accepted(&site), 200);
+    assert_eq!(accepted_exactly_once(&sim), 200);
+    integrity_ok(&site.db_path());
 }
