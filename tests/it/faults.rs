@@ -12,6 +12,7 @@ use rusqlite::Connection;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::daemon::DvSim;
 use crate::forward::{Sim, sim_accounts, text, write_records, write_settings};
 use crate::util::izrelay;
 
@@ -253,6 +254,89 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A TCP gate on loopback in front of `target`: while up it relays bytes both ways (TLS
+/// passes through untouched), while down it accepts and at once closes every connection.
+struct Gate {
+    addr: std::net::SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Gate {
+    fn new(target: std::net::SocketAddr) -> Gate {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (up, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (up2, stop2) = (up.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = conn else { continue };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(target) else { continue };
+                for (mut from, mut to) in [
+                    (client.try_clone().expect("clone"), server.try_clone().expect("clone")),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        Gate { addr, up, stop }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(self.addr);
+    }
+}
+
+/// A config for `dv` (its token endpoint at `token_base` instead) and the daemon's quick loops.
+fn dataverse_config(site: &Site, dv: &DvSim, token_base: &str) {
+    let example =
+        std::fs::read_to_string(crate::util::root().join("packaging/config.example.toml"))
+            .expect("example");
+    let config = example
+        .replace(
+            "# url = \"https://contoso.crm.dynamics.com\"",
+            &format!(
+                "url = {:?}\ntenant_id = \"sim-tenant\"\nclient_id = \"sim-client\"\n\
+                 token_url = \"{token_base}/sim-tenant/oauth2/v2.0/token\"\nca_file = {:?}",
+                dv.url,
+                site.path("dv-ca.pem")
+            ),
+        )
+        .replace("pull_interval_secs = 300", "pull_interval_secs = 1")
+        .replace("sync_interval_secs = 60", "sync_interval_secs = 1")
+        .replace("monitor_interval_secs = 30", "monitor_interval_secs = 1")
+        .replace("# metrics_listen = \"127.0.0.1:9464\"", "metrics_listen = \"127.0.0.1:0\"");
+    std::fs::write(site.path("config.toml"), config).expect("config");
+    site.ok(&["check-config"]);
+    let out = site
+        .cmd()
+        .args(["credentials", "dataverse-secret"])
+        .env("IZRELAY_DATAVERSE_SECRET", "sim-secret")
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
 /// Waits (generously) for `child` to exit; kills it and panics past the deadline.
 fn wait_exit(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -470,4 +554,63 @@ fn a_full_disk_during_forward_reports_nothing_unstored_and_the_drain_completes_l
     assert_eq!(accepted(&site), 200);
     assert_eq!(accepted_exactly_once(&sim), 200);
     integrity_ok(&site.db_path());
+}
+
+#[test]
+fn a_dataverse_token_endpoint_that_is_down_fails_pull_clearly_and_the_daemon_waits_it_out() {
+    let site = Site::new("");
+    let dv = DvSim::start_with(site.dir.path(), 12, &[]);
+    let target: std::net::SocketAddr =
+        dv.url.trim_start_matches("https://").parse().expect("sim address");
+    let gate = Gate::new(target);
+    let token_base = format!("https://{}", gate.addr);
+    dataverse_config(&site, &dv, &token_base);
+    let local = |site: &Site| {
+        [
+            "SELECT count(*) FROM vaccination",
+            "SELECT count(*) FROM notification_log",
+            "SELECT count(*) FROM sync_cursor",
+            "SELECT count(*) FROM dataverse_row",
+        ]
+        .map(|q| site.count(q))
+    };
+    let before = local(&site);
+    let out = site.run(&["pull"]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "pull with the token endpoint down: {}", text(&out.stdout));
+    assert!(stderr.contains("token"), "names the token endpoint: {stderr}");
+    assert!(stderr.contains(&gate.addr.to_string()), "says which: {stderr}");
+    assert_eq!(local(&site), before, "nothing local changed");
+
+    let listen = site.path("listen");
+    let log = std::fs::File::create(site.path("run.log")).expect("log");
+    let child = site
+        .cmd()
+        .arg("run")
+        .arg("--listen-file")
+        .arg(&listen)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("run starts");
+    let mut daemon = Daemon { child, log: site.path("run.log") };
+    wait_for(60, "the daemon listens", || listen.exists());
+    let addr = std::fs::read_to_string(&listen).expect("listen file");
+    // Several pull intervals with the token endpoint down.
+    wait_for(60, "the pull loop notices", || daemon.log().contains("dataverse pull failed"));
+    std::thread::sleep(Duration::from_secs(4));
+    let (status, health) = crate::daemon::get(&addr, "/healthz");
+    assert_eq!(status, 200, "the daemon is healthy enough to serve: {health}");
+    assert!(daemon.running());
+    gate.set_up(true);
+    wait_for(120, "the pull succeeds once the token endpoint is back", || {
+        site.count("SELECT count(*) FROM vaccination") > 0
+    });
+    let exit = daemon.stop();
+    assert!(exit.success(), "clean stop: {exit:?}");
+    let log = daemon.log();
+    let warnings = log.lines().filter(|l| l.contains("dataverse pull failed")).count();
+    assert_eq!(warnings, 1, "one warning for the outage, not one per retry: {log}");
+    assert!(log.contains("dataverse answers again"), "{log}");
 }
