@@ -163,11 +163,26 @@ fn count_committed(committed: &Committed, tallies: impl Iterator<Item = Tally>) 
 }
 
 enum Cmd {
-    Claim { provider: String, limit: usize, reply: oneshot::Sender<store::Result<Vec<Claim>>> },
+    Claim {
+        provider: String,
+        limit: usize,
+        reply: oneshot::Sender<store::Result<Vec<Claim>>>,
+    },
     Finish(Box<Outcome>, Tally),
-    Pause { provider: String, reason: String },
-    Release { ids: Vec<i64>, reply: oneshot::Sender<store::Result<usize>> },
-    NextDue { provider: String, reply: oneshot::Sender<store::Result<Option<i64>>> },
+    Pause {
+        provider: String,
+        reason: String,
+    },
+    Release {
+        ids: Vec<i64>,
+        reply: oneshot::Sender<store::Result<usize>>,
+    },
+    NextDue {
+        provider: String,
+        /// Rows scheduled later than now + this are made due first (a clock that went back).
+        max_wait_ms: i64,
+        reply: oneshot::Sender<store::Result<Option<i64>>>,
+    },
 }
 
 /// The store thread's address.
@@ -269,8 +284,16 @@ fn store_thread(
                 Cmd::Release { ids, reply } => {
                     let _ = reply.send(store.release(&ids));
                 }
-                Cmd::NextDue { provider, reply } => {
-                    let _ = reply.send(store.next_due(&provider));
+                Cmd::NextDue { provider, max_wait_ms, reply } => {
+                    let r = store
+                        .reschedule_beyond(&provider, now_ms(), max_wait_ms)
+                        .and_then(|n| {
+                            if n > 0 {
+                                warn!(provider, rows = n, "messages scheduled beyond the longest retry wait (the clock went back?) are due now");
+                            }
+                            store.next_due(&provider)
+                        });
+                    let _ = reply.send(r);
                 }
                 Cmd::Finish(..) => {}
             }
@@ -314,6 +337,16 @@ pub async fn drain(
     let now = now_ms();
     let mut dues = BTreeMap::new();
     for e in &endpoints {
+        let max_wait_ms =
+            i64::try_from(config.get(&e.provider_id).retry_max_ms).unwrap_or(i64::MAX);
+        let rescheduled = store.reschedule_beyond(&e.provider_id, now, max_wait_ms)?;
+        if rescheduled > 0 {
+            warn!(
+                provider = e.provider_id,
+                rows = rescheduled,
+                "messages scheduled beyond the longest retry wait (the clock went back?) are due now"
+            );
+        }
         dues.insert(e.provider_id.clone(), store.due_count(&e.provider_id, now)?);
     }
     let (bar_inc, bar_total) = match progress {
@@ -594,7 +627,9 @@ impl Worker {
     /// Waits for the next due row; false when the worker should end.
     async fn idle(&mut self) -> bool {
         let provider = self.provider.clone();
-        let next = match self.store.ask(|reply| Cmd::NextDue { provider, reply }).await {
+        let max_wait_ms = i64::try_from(self.settings.retry_max_ms).unwrap_or(i64::MAX);
+        let next = match self.store.ask(|reply| Cmd::NextDue { provider, max_wait_ms, reply }).await
+        {
             Ok(Ok(n)) => n,
             _ => return false,
         };

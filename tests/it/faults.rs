@@ -614,3 +614,30 @@ fn a_dataverse_token_endpoint_that_is_down_fails_pull_clearly_and_the_daemon_wai
     assert_eq!(warnings, 1, "one warning for the outage, not one per retry: {log}");
     assert!(log.contains("dataverse answers again"), "{log}");
 }
+
+#[test]
+fn a_retry_scheduled_a_year_ahead_by_a_clock_that_went_back_is_sent_now() {
+    let site = Site::new("");
+    let sim = Sim::start(site.dir.path(), &strs(&iis_args("PRV-A", &[])));
+    site.use_iis(&sim, "PRV-A");
+    write_records(&site.path("a.ndjson"), "PRV-A", 6);
+    site.ok(&["import", site.path("a.ndjson").to_str().expect("utf8")]);
+    // As a retry written while the clock was a year ahead, now corrected, would look.
+    let year_ms: i64 = 365 * 24 * 3600 * 1000;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let n = site
+        .db()
+        .execute(
+            "UPDATE notification_log SET next_attempt_at = ?1, attempts = 1 WHERE status = 'queued'",
+            [now_ms + year_ms],
+        )
+        .expect("reschedule");
+    assert_eq!(n, 6);
+    let out = site.run(&["forward", "--once"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("PRV-A: 6 accepted"), "{stdout}{stderr}");
+    assert!(stderr.contains("clock went back"), "the reschedule is logged: {stderr}");
+    assert_eq!(site.count("SELECT count(*) FROM notification_log WHERE status = 'accepted'"), 6);
+    assert_eq!(accepted_exactly_once(&sim), 6);
+}
