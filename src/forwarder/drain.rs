@@ -101,6 +101,9 @@ pub struct ProviderReport {
     pub paused: Option<String>,
     /// The circuit was open when the worker ended.
     pub circuit_open: bool,
+    /// Why the circuit opened: the last connection failure (refused, timed out, a
+    /// certificate that is expired or not trusted …).
+    pub circuit_reason: Option<String>,
     /// The worker could not start (bad endpoint URL, certificate file …).
     pub error: Option<String>,
 }
@@ -518,11 +521,17 @@ impl Worker {
                 && consecutive >= self.settings.circuit_failures
                 && matches!(state, State::Running)
             {
+                let reason = match &disposition {
+                    Disposition::Retry { reason, .. } => reason.to_string(),
+                    _ => String::new(),
+                };
                 warn!(
                     provider = self.provider,
                     failures = consecutive,
+                    reason = %reason,
                     "iis unreachable; circuit open"
                 );
+                self.report.circuit_reason = Some(reason);
                 state = State::CircuitOpen;
             }
             if let Disposition::Pause { reason } = &disposition {

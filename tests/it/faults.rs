@@ -641,3 +641,47 @@ fn a_retry_scheduled_a_year_ahead_by_a_clock_that_went_back_is_sent_now() {
     assert_eq!(site.count("SELECT count(*) FROM notification_log WHERE status = 'accepted'"), 6);
     assert_eq!(accepted_exactly_once(&sim), 6);
 }
+
+#[test]
+fn an_expired_iis_certificate_is_refused_and_nothing_is_marked_sent() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType, date_time_ymd};
+    let site = Site::new("");
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.not_before = date_time_ymd(2020, 1, 1);
+    ca.not_after = date_time_ymd(2060, 1, 1);
+    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
+    let leaf_key = KeyPair::generate().expect("leaf key");
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).expect("leaf params");
+    leaf.subject_alt_names =
+        vec![SanType::IpAddress(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))];
+    leaf.not_before = date_time_ymd(2020, 1, 1);
+    leaf.not_after = date_time_ymd(2021, 1, 1);
+    let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key).expect("leaf cert");
+    std::fs::write(site.path("sim-ca.pem"), ca_cert.pem()).expect("ca");
+    std::fs::write(site.path("leaf.pem"), leaf_cert.pem()).expect("leaf");
+    std::fs::write(site.path("leaf.key"), leaf_key.serialize_pem()).expect("key");
+    let (cert, key) = (site.path("leaf.pem"), site.path("leaf.key"));
+    let args = iis_args(
+        "PRV-A",
+        &["--tls-cert", cert.to_str().expect("utf8"), "--tls-key", key.to_str().expect("utf8")],
+    );
+    let sim = Sim::start(site.dir.path(), &strs(&args));
+    site.use_iis(&sim, "PRV-A");
+    write_records(&site.path("a.ndjson"), "PRV-A", 5);
+    site.ok(&["import", site.path("a.ndjson").to_str().expect("utf8")]);
+    let out = site.run(&["forward", "--once"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    eprintln!("forward to an expired certificate: {stdout}{stderr}");
+    assert!(!out.status.success(), "refused: {stdout}{stderr}");
+    let said = format!("{stdout}{stderr}").to_lowercase();
+    assert!(said.contains("certificate"), "mentions the certificate: {stdout}{stderr}");
+    assert!(said.contains("expired"), "says it expired: {stdout}{stderr}");
+    assert_eq!(
+        site.count("SELECT count(*) FROM notification_log WHERE status = 'queued'"),
+        5,
+        "nothing marked sent"
+    );
+    assert!(sim.deliveries().is_empty(), "no message crossed the handshake");
+}
