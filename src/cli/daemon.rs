@@ -23,7 +23,8 @@ pub(crate) fn run(
     args: &RunArgs,
 ) -> anyhow::Result<ExitCode> {
     // Creates the data directory (0700) when missing, like every other command.
-    drop(super::store::open(&ctx.data_dir)?);
+    // A damaged file is refused before any loop writes into it.
+    drop(super::store::open_checked(&ctx.data_dir)?);
     let reload: daemon::Reload =
         Arc::new(move || super::load_config(config_path.clone()).map_err(|e| format!("{e:#}")));
     let on_listen = args.listen_file.clone().map(|file| {

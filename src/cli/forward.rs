@@ -89,7 +89,11 @@ pub(crate) fn forward(ctx: &Ctx, args: &ForwardArgs) -> anyhow::Result<ExitCode>
                 line.push_str(&format!("; PAUSED: {r} (import its credentials again to resume)"));
             }
             if p.circuit_open {
-                line.push_str("; circuit open: the IIS does not answer, messages stay queued");
+                line.push_str("; circuit open: the IIS does not answer");
+                if let Some(r) = &p.circuit_reason {
+                    line.push_str(&format!(" ({r})"));
+                }
+                line.push_str(", messages stay queued");
             }
             if let Some(e) = &p.error {
                 line.push_str(&format!("; cannot connect: {e}"));
@@ -106,7 +110,17 @@ pub(crate) fn forward(ctx: &Ctx, args: &ForwardArgs) -> anyhow::Result<ExitCode>
             println!("nothing to forward");
         }
     }
-    let trouble = report.providers.iter().any(|p| p.paused.is_some() || p.error.is_some());
+    if report.store_failed {
+        eprintln!(
+            "the database failed during the drain (see the errors above); messages left in \
+             sending go back to queued at the next run"
+        );
+    }
+    let trouble = report.store_failed
+        || report
+            .providers
+            .iter()
+            .any(|p| p.paused.is_some() || p.error.is_some() || p.circuit_open);
     Ok(if trouble { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 

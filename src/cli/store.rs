@@ -38,6 +38,15 @@ pub(crate) fn open(data_dir: &Path) -> anyhow::Result<Store> {
     Store::open(&path).with_context(|| format!("cannot open the database {}", path.display()))
 }
 
+/// [`open`], then `PRAGMA quick_check`: a damaged file is reported, naming it, before anything
+/// reads a wrong answer from it or writes into it. Costs a read of the whole file, so only for
+/// `import` (a long write), `status` (what staff run when something looks wrong) and `run`.
+pub(crate) fn open_checked(data_dir: &Path) -> anyhow::Result<Store> {
+    let store = open(data_dir)?;
+    store.quick_check()?;
+    Ok(store)
+}
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct ImportArgs {
     /// A JSON array or NDJSON file of canonical vaccination records.
@@ -48,7 +57,7 @@ pub(crate) struct ImportArgs {
 }
 
 pub(crate) fn import(ctx: &Ctx, args: &ImportArgs) -> anyhow::Result<ExitCode> {
-    let mut store = open(&ctx.data_dir)?;
+    let mut store = open_checked(&ctx.data_dir)?;
     let size = std::fs::metadata(&args.file).map(|m| m.len()).unwrap_or(0);
     let bar = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(size);
@@ -356,7 +365,7 @@ pub(crate) struct StatusArgs {
 }
 
 pub(crate) fn status(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let store = open(&ctx.data_dir)?;
+    let store = open_checked(&ctx.data_dir)?;
     let rows = store.status()?;
     let mut out = std::io::stdout().lock();
     if args.json {

@@ -334,6 +334,19 @@ async fn forward_loop(g: Arc<Generation>, token: CancellationToken) {
             }
         };
         match result {
+            // The workers stopped on a database error (locked, full): retry like an open
+            // failure, instead of waiting for an endpoint change that may never come.
+            Ok((_, report)) if report.store_failed => {
+                if !failing {
+                    error!("forwarding stopped: the database failed (see above); retrying");
+                }
+                failing = true;
+                g.telemetry.set_loop(NAME, LoopState::Failed("database error".into()));
+                if !pause(Duration::from_secs(5), &token).await {
+                    break;
+                }
+                continue;
+            }
             Ok((_, report)) => {
                 if failing {
                     info!("forwarding works again");

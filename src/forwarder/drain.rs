@@ -101,6 +101,9 @@ pub struct ProviderReport {
     pub paused: Option<String>,
     /// The circuit was open when the worker ended.
     pub circuit_open: bool,
+    /// Why the circuit opened: the last connection failure (refused, timed out, a
+    /// certificate that is expired or not trusted …).
+    pub circuit_reason: Option<String>,
     /// The worker could not start (bad endpoint URL, certificate file …).
     pub error: Option<String>,
 }
@@ -114,6 +117,10 @@ pub struct DrainReport {
     pub without_endpoint: Vec<(String, u64)>,
     /// Rows put back from `sending` to `queued` at start (left by a crash).
     pub recovered: usize,
+    /// The database failed mid-drain (a claim or an outcome could not be written, e.g. locked
+    /// by another process or full): the workers stopped early; rows left in `sending` go back
+    /// to `queued` at the next drain, which the caller should start after a pause.
+    pub store_failed: bool,
 }
 
 /// Progress callback: called once per outcome recorded.
@@ -122,12 +129,63 @@ pub type Progress = Arc<dyn Fn() + Send + Sync>;
 /// Told the number of messages due when the drain starts.
 pub type Total = Arc<dyn Fn(u64) + Send + Sync>;
 
+/// What an outcome counts as in its provider's report, once (and only once) it is committed.
+#[derive(Debug, Clone)]
+struct Tally {
+    provider: String,
+    kind: TallyKind,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum TallyKind {
+    Accepted { warnings: bool },
+    Rejected,
+    Retried,
+    Failed,
+    Uncounted,
+}
+
+/// Per provider, the outcomes committed to the database: what the report says.
+type Committed = Arc<std::sync::Mutex<BTreeMap<String, ProviderReport>>>;
+
+fn count_committed(committed: &Committed, tallies: impl Iterator<Item = Tally>) {
+    let Ok(mut map) = committed.lock() else { return };
+    for t in tallies {
+        let r = map.entry(t.provider).or_default();
+        match t.kind {
+            TallyKind::Accepted { warnings } => {
+                r.accepted += 1;
+                r.warnings += u64::from(warnings);
+            }
+            TallyKind::Rejected => r.rejected += 1,
+            TallyKind::Retried => r.retried += 1,
+            TallyKind::Failed => r.failed += 1,
+            TallyKind::Uncounted => {}
+        }
+    }
+}
+
 enum Cmd {
-    Claim { provider: String, limit: usize, reply: oneshot::Sender<store::Result<Vec<Claim>>> },
-    Finish(Box<Outcome>),
-    Pause { provider: String, reason: String },
-    Release { ids: Vec<i64>, reply: oneshot::Sender<store::Result<usize>> },
-    NextDue { provider: String, reply: oneshot::Sender<store::Result<Option<i64>>> },
+    Claim {
+        provider: String,
+        limit: usize,
+        reply: oneshot::Sender<store::Result<Vec<Claim>>>,
+    },
+    Finish(Box<Outcome>, Tally),
+    Pause {
+        provider: String,
+        reason: String,
+    },
+    Release {
+        ids: Vec<i64>,
+        reply: oneshot::Sender<store::Result<usize>>,
+    },
+    NextDue {
+        provider: String,
+        /// Rows scheduled later than now + this are made due first (a clock that went back).
+        max_wait_ms: i64,
+        reply: oneshot::Sender<store::Result<Option<i64>>>,
+    },
 }
 
 /// The store thread's address.
@@ -159,6 +217,7 @@ fn store_thread(
     rx: std::sync::mpsc::Receiver<Cmd>,
     failed: Arc<AtomicBool>,
     progress: Option<Progress>,
+    committed: Committed,
 ) -> Store {
     const MAX_GROUP: usize = 1024;
     while let Ok(first) = rx.recv() {
@@ -170,16 +229,28 @@ fn store_thread(
             }
         }
         let mut outcomes = Vec::new();
+        let mut tallies = Vec::new();
         let mut rest = Vec::new();
         for c in cmds {
             match c {
-                Cmd::Finish(o) => outcomes.push(*o),
+                Cmd::Finish(o, t) => {
+                    outcomes.push(*o);
+                    tallies.push(t);
+                }
                 other => rest.push(other),
             }
         }
         if !outcomes.is_empty() {
             match store.finish_batch(&outcomes) {
                 Ok(skipped) => {
+                    count_committed(
+                        &committed,
+                        outcomes
+                            .iter()
+                            .zip(tallies)
+                            .filter(|(o, _)| !skipped.contains(&o.log_id))
+                            .map(|(_, t)| t),
+                    );
                     for id in skipped {
                         warn!(log_id = id, "outcome not recorded: the row had left sending");
                     }
@@ -203,6 +274,9 @@ fn store_thread(
                     } else {
                         store.claim_for(&provider, now_ms(), limit)
                     };
+                    if r.is_err() {
+                        failed.store(true, Ordering::SeqCst);
+                    }
                     let _ = reply.send(r);
                 }
                 Cmd::Pause { provider, reason } => {
@@ -213,10 +287,18 @@ fn store_thread(
                 Cmd::Release { ids, reply } => {
                     let _ = reply.send(store.release(&ids));
                 }
-                Cmd::NextDue { provider, reply } => {
-                    let _ = reply.send(store.next_due(&provider));
+                Cmd::NextDue { provider, max_wait_ms, reply } => {
+                    let r = store
+                        .reschedule_beyond(&provider, now_ms(), max_wait_ms)
+                        .and_then(|n| {
+                            if n > 0 {
+                                warn!(provider, rows = n, "messages scheduled beyond the longest retry wait (the clock went back?) are due now");
+                            }
+                            store.next_due(&provider)
+                        });
+                    let _ = reply.send(r);
                 }
-                Cmd::Finish(_) => {}
+                Cmd::Finish(..) => {}
             }
         }
     }
@@ -258,6 +340,16 @@ pub async fn drain(
     let now = now_ms();
     let mut dues = BTreeMap::new();
     for e in &endpoints {
+        let max_wait_ms =
+            i64::try_from(config.get(&e.provider_id).retry_max_ms).unwrap_or(i64::MAX);
+        let rescheduled = store.reschedule_beyond(&e.provider_id, now, max_wait_ms)?;
+        if rescheduled > 0 {
+            warn!(
+                provider = e.provider_id,
+                rows = rescheduled,
+                "messages scheduled beyond the longest retry wait (the clock went back?) are due now"
+            );
+        }
         dues.insert(e.provider_id.clone(), store.due_count(&e.provider_id, now)?);
     }
     let (bar_inc, bar_total) = match progress {
@@ -271,11 +363,13 @@ pub async fn drain(
     let failed = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();
     let thread_failed = failed.clone();
+    let committed = Committed::default();
+    let thread_committed = committed.clone();
     let thread = std::thread::Builder::new()
         .name("izrelay-store".into())
-        .spawn(move || store_thread(store, rx, thread_failed, bar_inc))
+        .spawn(move || store_thread(store, rx, thread_failed, bar_inc, thread_committed))
         .map_err(|e| Error::StoreThread(e.to_string()))?;
-    let handle = StoreHandle { tx, failed };
+    let handle = StoreHandle { tx, failed: failed.clone() };
 
     let mut workers = JoinSet::new();
     for ep in endpoints {
@@ -320,6 +414,16 @@ pub async fn drain(
         }
     }
     let store = thread.join().map_err(|_| Error::StoreThread("panicked".into()))?;
+    report.store_failed = failed.load(Ordering::SeqCst);
+    // The counts are what was committed, not what was sent: an outcome the database could not
+    // store (disk full) is not reported, and its row is sent again (same MSH-10).
+    if let Ok(map) = committed.lock() {
+        for p in &mut report.providers {
+            let c = map.get(&p.provider_id).cloned().unwrap_or_default();
+            (p.accepted, p.warnings, p.rejected, p.retried, p.failed) =
+                (c.accepted, c.warnings, c.rejected, c.retried, c.failed);
+        }
+    }
     report.providers.sort_by(|a, b| a.provider_id.cmp(&b.provider_id));
     Ok((store, report))
 }
@@ -417,11 +521,17 @@ impl Worker {
                 && consecutive >= self.settings.circuit_failures
                 && matches!(state, State::Running)
             {
+                let reason = match &disposition {
+                    Disposition::Retry { reason, .. } => reason.to_string(),
+                    _ => String::new(),
+                };
                 warn!(
                     provider = self.provider,
                     failures = consecutive,
+                    reason = %reason,
                     "iis unreachable; circuit open"
                 );
+                self.report.circuit_reason = Some(reason);
                 state = State::CircuitOpen;
             }
             if let Disposition::Pause { reason } = &disposition {
@@ -452,6 +562,7 @@ impl Worker {
     fn record(&mut self, claim: Claim, started: i64, reply: &Reply, d: Disposition) {
         let attempts = claim.attempts.saturating_add(1);
         let mut error = None;
+        let mut kind = TallyKind::Uncounted;
         let finish = match &d {
             Disposition::Accepted { ack, raw } | Disposition::Rejected { ack, raw } => {
                 let ack_errors = serde_json::to_string(&ack.errors).unwrap_or_default();
@@ -461,10 +572,12 @@ impl Worker {
                     if !ack.errors.is_empty() {
                         self.report.warnings += 1;
                     }
+                    kind = TallyKind::Accepted { warnings: !ack.errors.is_empty() };
                     debug!(log_id = claim.log_id, attempts, "accepted");
                     Finish::Accepted { ack_code, ack: raw.clone(), ack_errors }
                 } else {
                     self.report.rejected += 1;
+                    kind = TallyKind::Rejected;
                     warn!(
                         provider = self.provider,
                         log_id = claim.log_id,
@@ -476,6 +589,7 @@ impl Worker {
             }
             Disposition::Retry { reason, retry_after_ms, .. } => {
                 self.report.retried += 1;
+                kind = TallyKind::Retried;
                 let delay = backoff::delay_ms(
                     attempts,
                     self.settings.retry_base_ms,
@@ -497,6 +611,7 @@ impl Worker {
             }
             Disposition::Fail { reason } => {
                 self.report.failed += 1;
+                kind = TallyKind::Failed;
                 warn!(provider = self.provider, log_id = claim.log_id, reason = %reason, "message failed; not retried");
                 error = Some(reason.clone());
                 Finish::Failed { reason: reason.clone() }
@@ -513,13 +628,17 @@ impl Worker {
             outcome: d.word().to_owned(),
             error,
         };
-        self.store.send(Cmd::Finish(Box::new(Outcome { log_id: claim.log_id, finish, attempt })));
+        let tally = Tally { provider: self.provider.clone(), kind };
+        self.store
+            .send(Cmd::Finish(Box::new(Outcome { log_id: claim.log_id, finish, attempt }), tally));
     }
 
     /// Waits for the next due row; false when the worker should end.
     async fn idle(&mut self) -> bool {
         let provider = self.provider.clone();
-        let next = match self.store.ask(|reply| Cmd::NextDue { provider, reply }).await {
+        let max_wait_ms = i64::try_from(self.settings.retry_max_ms).unwrap_or(i64::MAX);
+        let next = match self.store.ask(|reply| Cmd::NextDue { provider, max_wait_ms, reply }).await
+        {
             Ok(Ok(n)) => n,
             _ => return false,
         };

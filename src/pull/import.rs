@@ -67,6 +67,18 @@ pub enum Error {
     /// The store failed; the batch in progress was rolled back.
     #[error(transparent)]
     Store(#[from] store::Error),
+    /// The store failed after earlier batches were committed: those records stay stored.
+    #[error(
+        "the database failed after {stored} records of this file were stored; they stay \
+         stored (import the file again once the problem is fixed: stored records count as \
+         unchanged)"
+    )]
+    StoppedAfter {
+        /// Records in the batches committed before the failure.
+        stored: u64,
+        /// The store's error; the batch in progress was rolled back.
+        source: store::Error,
+    },
 }
 
 /// The reading side: parses and prepares records into batches for the store thread.
@@ -152,7 +164,10 @@ pub fn import_file(
         }
         let joined = reader.join();
         if let Some(e) = store_error {
-            return Err(Error::Store(e));
+            return Err(match report.counts.received {
+                0 => Error::Store(e),
+                stored => Error::StoppedAfter { stored, source: e },
+            });
         }
         let (result, bad, bad_total) = joined.map_err(|_| {
             read_err(std::io::Error::other("the reader thread stopped unexpectedly"))

@@ -47,6 +47,28 @@ pub enum Error {
         /// Its `user_version`.
         found: u32,
     },
+    /// SQLite found the database file damaged (`quick_check`, or a read that hit a bad page).
+    #[error(
+        "the database {path} is damaged ({detail}); izrelay will not write to it: stop every \
+         izrelay process, keep a copy of the file, and restore it from a backup"
+    )]
+    Damaged {
+        /// The database path.
+        path: PathBuf,
+        /// What SQLite reported.
+        detail: String,
+    },
+    /// Another process held a write lock on the database longer than [`BUSY_TIMEOUT`].
+    #[error(
+        "the database {path} is locked by another process (waited {} s): another izrelay \
+         command, or a tool holding a write transaction on it, is still running; try again when \
+         it is done",
+        BUSY_TIMEOUT.as_secs()
+    )]
+    Locked {
+        /// The database path.
+        path: PathBuf,
+    },
     /// A stored record or value could not be read back.
     #[error("stored data is damaged: {0}")]
     Corrupt(String),
@@ -87,8 +109,32 @@ impl Store {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        Self::setup(conn, path.to_path_buf())
+        )
+        .map_err(|e| damaged(path, e))?;
+        Self::setup(conn, path.to_path_buf()).map_err(|e| match e {
+            Error::Sqlite(e) => damaged(path, e),
+            e => e,
+        })
+    }
+
+    /// `PRAGMA quick_check`: the structure of every page is read and checked (not the index
+    /// contents), in time proportional to the file size. Run before a long write (import) and at
+    /// daemon start, so a damaged file is reported instead of written to.
+    ///
+    /// # Errors
+    /// [`Error::Damaged`] naming the file and the first problems found; SQLite errors.
+    pub fn quick_check(&self) -> Result<()> {
+        let rows: rusqlite::Result<Vec<String>> = self
+            .conn
+            .prepare("PRAGMA quick_check(5)")
+            .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect());
+        match rows.map_err(|e| damaged(&self.path, e))? {
+            rows if rows == ["ok"] => Ok(()),
+            rows => Err(Error::Damaged {
+                path: self.path.clone(),
+                detail: rows.join("; ").replace('\n', " "),
+            }),
+        }
     }
 
     /// An in-memory database (tests, `hl7` tools).
@@ -158,6 +204,20 @@ impl Store {
             rusqlite::params![now_ms(), action, subject, detail],
         )?;
         Ok(())
+    }
+}
+
+/// [`Error::Damaged`] when SQLite says the file is corrupt or not a database, [`Error::Locked`]
+/// when another process kept it locked past the busy timeout, else the error.
+fn damaged(path: &Path, e: rusqlite::Error) -> Error {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+            Error::Damaged { path: path.to_path_buf(), detail: e.to_string() }
+        }
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            Error::Locked { path: path.to_path_buf() }
+        }
+        _ => Error::Sqlite(e),
     }
 }
 

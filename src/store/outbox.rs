@@ -465,6 +465,28 @@ impl Store {
             .query_row(params![provider_id], |r| r.get(0))?)
     }
 
+    /// Makes due at `now_ms` every `queued` row of `provider_id` scheduled later than
+    /// `now_ms + max_wait_ms`. No retry is ever scheduled that far (`retry_max_ms` caps the
+    /// backoff), so such a time was written by a clock that has since gone back; left alone,
+    /// the row would wait out the jump. Returns how many rows were rescheduled.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn reschedule_beyond(
+        &self,
+        provider_id: &str,
+        now_ms: i64,
+        max_wait_ms: i64,
+    ) -> Result<usize> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "UPDATE notification_log SET next_attempt_at = ?2
+             WHERE provider_id = ?1 AND status = 'queued' AND next_attempt_at > ?3",
+            )?
+            .execute(params![provider_id, now_ms, now_ms.saturating_add(max_wait_ms)])?)
+    }
+
     /// How many `queued` rows of `provider_id` are due at `now_ms`.
     ///
     /// # Errors

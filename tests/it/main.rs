@@ -6,6 +6,7 @@ mod credentials;
 mod daemon;
 mod dataverse;
 mod dataverse_sim;
+mod faults;
 mod forward;
 mod golden;
 mod hl7apy;

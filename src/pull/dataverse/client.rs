@@ -395,7 +395,7 @@ impl Client {
         }
         Err(Error::Unavailable {
             method: "POST".into(),
-            path: "token".into(),
+            path: format!("token endpoint {}", self.token_url()),
             attempts: self.settings.max_attempts,
             last,
         })
