@@ -91,10 +91,10 @@ fn xml_attr(s: &str) -> String {
     xml_text(s).replace('"', "&quot;")
 }
 
-/// A value as CDATA when it can be (keeps surrounding whitespace), escaped text otherwise.
+/// A value in CDATA (keeps surrounding whitespace); a `]]>` in it splits the section.
 fn value(name: &str, v: &str) -> String {
-    let body = if v.contains("]]>") { xml_text(v) } else { format!("<![CDATA[{v}]]>") };
-    format!("    <value name=\"{name}\">{body}</value>\n")
+    let body = v.replace("]]>", "]]]]><![CDATA[>");
+    format!("    <value name=\"{name}\"><![CDATA[{body}]]></value>\n")
 }
 
 fn write(settings: &[Setting]) -> String {
