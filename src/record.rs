@@ -270,3 +270,25 @@ pub struct Vis {
     #[serde(default)]
     pub presented: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 7 (fuzzing, `fuzz/fuzz_targets/record_vxu.rs` and `dataverse_page.rs`): serde_json's
+    /// default float parser is not correctly rounded, so a `dose_ml` could read back from the
+    /// record's own canonical JSON one bit off (`2222…220.3` → `…225e33`, then `…222e33`).
+    #[test]
+    fn i7_a_record_reads_back_from_its_own_json() -> serde_json::Result<()> {
+        for dose in
+            ["2222222222222222222222222222222220.3", "0.0000000018446744073709551616", "0.3"]
+        {
+            let text = format!(r#"{{"vaccination_id": "v1", "vaccine": {{"dose_ml": {dose}}}}}"#);
+            let rec: Record = serde_json::from_str(&text)?;
+            assert_eq!(rec.vaccine.dose_ml, dose.parse::<f64>().ok(), "dose_ml {dose}");
+            let again: Record = serde_json::from_str(&serde_json::to_string(&rec)?)?;
+            assert_eq!(again, rec, "dose_ml {dose}");
+        }
+        Ok(())
+    }
+}

@@ -205,7 +205,8 @@ impl Mapping {
     /// # Errors
     /// Every [`MapError`] of the row.
     pub fn record(&self, row: &Value) -> Result<Record, Vec<MapError>> {
-        let id = row.get(&self.id).and_then(Value::as_str).unwrap_or("?").to_owned();
+        let key = row.get(&self.id).and_then(Value::as_str);
+        let id = key.unwrap_or("?").to_owned();
         let err = |field: &str, column: &str, reason: String| MapError {
             vaccination_id: id.clone(),
             field: field.to_owned(),
@@ -213,6 +214,11 @@ impl Mapping {
             reason,
         };
         let mut errors = Vec::new();
+        if key.is_none() {
+            // Without its key a row can be neither stored under its own id nor written back;
+            // as "?" every such row would be one record. `prepare_page` skips it.
+            errors.push(err("vaccination_id", &self.id, "the primary key is missing".into()));
+        }
         let mut out = skeleton();
         let set =
             |out: &mut Value, path: &str, column: &str, v: Value, errors: &mut Vec<MapError>| {
@@ -524,6 +530,27 @@ mod tests {
         // field ("patient.birth_date: is required") so staff can fix it at the source.
         let r = m.record(&missing).expect("record");
         assert_eq!(r.patient.birth_date, "");
+    }
+
+    /// Issue 7 (fuzzing, `fuzz/fuzz_targets/dataverse_page.rs`): a row without its primary
+    /// key became a record with `vaccination_id` "?", so every such row was one record and
+    /// `prepare_page` kept it instead of skipping it as `without_id`.
+    #[test]
+    fn i7_a_row_without_its_primary_key_is_not_a_record() {
+        let m = mapping();
+        for key in [Value::Null, Value::from(17), serde_json::json!({"id": "x"})] {
+            let mut keyless = row();
+            keyless["msemr_medicationadministrationid"] = key.clone();
+            let errors = m.record(&keyless).err().unwrap_or_default();
+            assert!(
+                errors.iter().any(|e| e.field == "vaccination_id"
+                    && e.column == "msemr_medicationadministrationid"),
+                "{key}: {errors:?}"
+            );
+        }
+        let mut absent = row();
+        absent.as_object_mut().map(|o| o.remove("msemr_medicationadministrationid"));
+        assert!(m.record(&absent).is_err());
     }
 
     #[test]
