@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use izrelay::config::vault::Key;
-use izrelay::pull::dataverse::{Client, pull as dv_pull};
+use izrelay::pull::dataverse::{Client, DataverseConfig, pull as dv_pull};
+use izrelay::store::Store;
 
 use super::Ctx;
 use super::credentials::DATAVERSE_SECRET;
@@ -20,20 +21,26 @@ pub(crate) struct PullArgs {
     json: bool,
 }
 
-pub(crate) fn pull(ctx: &Ctx, args: &PullArgs) -> anyhow::Result<ExitCode> {
-    let _ = args.once;
+/// The Dataverse settings, the database and a client signed in with the sealed secret.
+fn connect(ctx: &Ctx) -> anyhow::Result<(&DataverseConfig, Store, Client)> {
     let dv = ctx
         .config
         .dataverse
         .as_ref()
         .filter(|d| d.enabled())
         .context("Dataverse is not configured: set [dataverse] url, tenant_id and client_id")?;
-    let mut store = open(&ctx.data_dir)?;
+    let store = open(&ctx.data_dir)?;
     let key = Key::load(&ctx.data_dir)?;
     let secret = store.secret(DATAVERSE_SECRET, &key)?.context(
         "no Dataverse client secret: pipe it into `izrelay credentials dataverse-secret`",
     )?;
     let client = Client::new(dv.settings(), secret)?;
+    Ok((dv, store, client))
+}
+
+pub(crate) fn pull(ctx: &Ctx, args: &PullArgs) -> anyhow::Result<ExitCode> {
+    let _ = args.once;
+    let (dv, mut store, client) = connect(ctx)?;
     let now = chrono::Local::now().fixed_offset();
     let report = super::forward::runtime()?.block_on(dv_pull::pull(
         &client,
@@ -81,18 +88,7 @@ pub(crate) enum DataverseCommand {
 
 pub(crate) fn dataverse(ctx: &Ctx, cmd: &DataverseCommand) -> anyhow::Result<ExitCode> {
     let DataverseCommand::Probe { json } = cmd;
-    let dv = ctx
-        .config
-        .dataverse
-        .as_ref()
-        .filter(|d| d.enabled())
-        .context("Dataverse is not configured: set [dataverse] url, tenant_id and client_id")?;
-    let store = open(&ctx.data_dir)?;
-    let key = Key::load(&ctx.data_dir)?;
-    let secret = store.secret(DATAVERSE_SECRET, &key)?.context(
-        "no Dataverse client secret: pipe it into `izrelay credentials dataverse-secret`",
-    )?;
-    let client = Client::new(dv.settings(), secret)?;
+    let (dv, _store, client) = connect(ctx)?;
     let report = super::forward::runtime()?
         .block_on(izrelay::pull::dataverse::probe::probe(&client, &dv.vaccination))?;
     if *json {
@@ -121,18 +117,7 @@ pub(crate) struct SyncArgs {
 
 pub(crate) fn sync(ctx: &Ctx, args: &SyncArgs) -> anyhow::Result<ExitCode> {
     let _ = args.once;
-    let dv = ctx
-        .config
-        .dataverse
-        .as_ref()
-        .filter(|d| d.enabled())
-        .context("Dataverse is not configured: set [dataverse] url, tenant_id and client_id")?;
-    let mut store = open(&ctx.data_dir)?;
-    let key = Key::load(&ctx.data_dir)?;
-    let secret = store.secret(DATAVERSE_SECRET, &key)?.context(
-        "no Dataverse client secret: pipe it into `izrelay credentials dataverse-secret`",
-    )?;
-    let client = Client::new(dv.settings(), secret)?;
+    let (dv, mut store, client) = connect(ctx)?;
     let report =
         super::forward::runtime()?.block_on(izrelay::sync::sync_once(&client, dv, &mut store))?;
     if args.json {
