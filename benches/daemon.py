@@ -84,6 +84,39 @@ def metric(addr, name):
     return total, text
 
 
+def prepare(d, iis_url, dv_url, changes=()):
+    """Writes the shipped example config pointed at both simulators (with `changes`, pairs of
+    text to replace), imports the IIS credentials and the Dataverse secret; returns the
+    command prefix and the environment for izrelay."""
+    with open(os.path.join(ROOT, "packaging", "config.example.toml")) as f:
+        config = f.read()
+    for old, new in (
+        ('# ca_file = "/etc/izrelay/state-iis-ca.pem"', f'ca_file = "{d}/iis-ca.pem"'),
+        ('# url = "https://contoso.crm.dynamics.com"',
+         f'url = "{dv_url}"\ntenant_id = "sim-tenant"\nclient_id = "sim-client"\n'
+         f'token_url = "{dv_url}/sim-tenant/oauth2/v2.0/token"\nca_file = "{d}/dv-ca.pem"'),
+        ('# metrics_listen = "127.0.0.1:9464"', 'metrics_listen = "127.0.0.1:0"'),
+        *changes,
+    ):
+        config = config.replace(old, new)
+    cfg = os.path.join(d, "config.toml")
+    with open(cfg, "w") as f:
+        f.write(config)
+    settings = os.path.join(d, "Settings.xml")
+    with open(settings, "w") as f:
+        f.write(f'<Settings><setting providerId="PRV-001"><value name="userName">clinic-17</value>'
+                f'<value name="password">Pw-1</value><value name="iisEndpoint">{iis_url}</value>'
+                f'<value name="facilityId">FAC-17</value></setting></Settings>')
+    base = [BIN, "--config", cfg, "--data-dir", os.path.join(d, "data")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IZRELAY_") and k != "RUST_LOG"}
+    subprocess.run([*base, "credentials", "import", settings], check=True, env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run([*base, "credentials", "dataverse-secret"], check=True,
+                   env={**env, "IZRELAY_DATAVERSE_SECRET": "sim-secret"},
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return base, env
+
+
 def main():
     if not os.path.exists(BIN):
         sys.exit("build first: cargo build --release")
@@ -102,29 +135,7 @@ def main():
                                 "--table", "izr_notificationlogs:izr_notificationlog:izr_notificationlogid",
                                 "--seed-file", f"{SET}={rows}"])
         procs.append(dv)
-        with open(os.path.join(ROOT, "packaging", "config.example.toml")) as f:
-            config = f.read()
-        config = (config
-                  .replace('# ca_file = "/etc/izrelay/state-iis-ca.pem"',
-                           f'ca_file = "{d}/iis-ca.pem"')
-                  .replace('# url = "https://contoso.crm.dynamics.com"',
-                           f'url = "{dv_url}"\ntenant_id = "sim-tenant"\nclient_id = "sim-client"\n'
-                           f'token_url = "{dv_url}/sim-tenant/oauth2/v2.0/token"\nca_file = "{d}/dv-ca.pem"')
-                  .replace('# metrics_listen = "127.0.0.1:9464"', 'metrics_listen = "127.0.0.1:0"'))
-        cfg = os.path.join(d, "config.toml")
-        with open(cfg, "w") as f:
-            f.write(config)
-        settings = os.path.join(d, "Settings.xml")
-        with open(settings, "w") as f:
-            f.write(f'<Settings><setting providerId="PRV-001"><value name="userName">clinic-17</value>'
-                    f'<value name="password">Pw-1</value><value name="iisEndpoint">{iis_url}</value>'
-                    f'<value name="facilityId">FAC-17</value></setting></Settings>')
-        base = [BIN, "--config", cfg, "--data-dir", os.path.join(d, "data")]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IZRELAY_") and k != "RUST_LOG"}
-        subprocess.run([*base, "credentials", "import", settings], check=True, env=env,
-                       stdout=subprocess.DEVNULL)
-        subprocess.run([*base, "credentials", "dataverse-secret"], check=True,
-                       env={**env, "IZRELAY_DATAVERSE_SECRET": "sim-secret"}, stdout=subprocess.DEVNULL)
+        base, env = prepare(d, iis_url, dv_url)
         log_path = os.path.join(d, "daemon.log")
         listen = os.path.join(d, "listen")
         with open(log_path, "w") as log:

@@ -32,7 +32,7 @@ RATE = int(os.environ.get("SOAK_RATE", "20"))  # records per second by import
 SET = "msemr_medicationadministrations"
 FAULTS = "http500,http503,http429,http408,drop,lost_ack,unknown_fault,html,garbage,ack207,slow"
 sys.path.insert(0, os.path.join(ROOT, "benches"))
-from daemon import row, start_sim, rss_kib, fds, metric  # noqa: E402
+from daemon import row, start_sim, rss_kib, fds, metric, prepare  # noqa: E402
 
 
 def record(base, i):
@@ -67,35 +67,14 @@ def main():
                                 "--seed-file", f"{SET}={rows}", "--throttle-rate", "0.05",
                                 "--retry-after-secs", "1", "--error-rate", "0.05"])
         procs.append(dv)
-        with open(os.path.join(ROOT, "packaging", "config.example.toml")) as f:
-            config = f.read()
-        config = (config
-                  .replace('# ca_file = "/etc/izrelay/state-iis-ca.pem"', f'ca_file = "{d}/iis-ca.pem"')
-                  .replace("request_timeout_secs = 60", "request_timeout_secs = 5")
-                  .replace("retry_base_ms = 30000", "retry_base_ms = 200")
-                  .replace("retry_max_ms = 3600000", "retry_max_ms = 5000")
-                  .replace("circuit_probe_ms = 60000", "circuit_probe_ms = 1000")
-                  .replace('# url = "https://contoso.crm.dynamics.com"',
-                           f'url = "{dv_url}"\ntenant_id = "sim-tenant"\nclient_id = "sim-client"\n'
-                           f'token_url = "{dv_url}/sim-tenant/oauth2/v2.0/token"\nca_file = "{d}/dv-ca.pem"')
-                  .replace("pull_interval_secs = 300", "pull_interval_secs = 10")
-                  .replace("sync_interval_secs = 60", "sync_interval_secs = 5")
-                  .replace('# metrics_listen = "127.0.0.1:9464"', 'metrics_listen = "127.0.0.1:0"'))
-        cfg = os.path.join(d, "config.toml")
-        with open(cfg, "w") as f:
-            f.write(config)
-        settings = os.path.join(d, "Settings.xml")
-        with open(settings, "w") as f:
-            f.write(f'<Settings><setting providerId="PRV-001"><value name="userName">clinic-17</value>'
-                    f'<value name="password">Pw-1</value><value name="iisEndpoint">{iis_url}</value>'
-                    f'<value name="facilityId">FAC-17</value></setting></Settings>')
-        base_cmd = [BIN, "--config", cfg, "--data-dir", os.path.join(d, "data")]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IZRELAY_") and k != "RUST_LOG"}
-        subprocess.run([*base_cmd, "credentials", "import", settings], check=True, env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        subprocess.run([*base_cmd, "credentials", "dataverse-secret"], check=True,
-                       env={**env, "IZRELAY_DATAVERSE_SECRET": "sim-secret"},
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base_cmd, env = prepare(d, iis_url, dv_url, (
+            ("request_timeout_secs = 60", "request_timeout_secs = 5"),
+            ("retry_base_ms = 30000", "retry_base_ms = 200"),
+            ("retry_max_ms = 3600000", "retry_max_ms = 5000"),
+            ("circuit_probe_ms = 60000", "circuit_probe_ms = 1000"),
+            ("pull_interval_secs = 300", "pull_interval_secs = 10"),
+            ("sync_interval_secs = 60", "sync_interval_secs = 5"),
+        ))
         listen = os.path.join(d, "listen")
         with open(os.path.join(d, "daemon.log"), "w") as log:
             run = subprocess.Popen([*base_cmd, "--log-format", "json", "run", "--listen-file", listen],
