@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
-"""Daemon footprint: `python3 benches/daemon.py` (after `cargo build --release`).
+"""Daemon footprint: `python3 benches/daemon.py`, after
+`cargo build --release && cargo build --profile dist --no-default-features`.
 
-Starts the simulated Dataverse (100 rows) and IIS as processes over loopback HTTPS, then the
-release `izrelay run` against them with the shipped example config, and measures:
+Starts the simulated Dataverse (100 rows) and IIS as processes over loopback HTTPS (from the
+developer build, target/release/izrelay), then `izrelay run` of the binary the package ships
+(target/dist/izrelay: profile `dist`, no simulators; `DAEMON_BIN=path` to measure another)
+against them with the shipped example config, and measures:
 
 - start-up to first pull: from spawning `izrelay run` to the log line of its first completed
   Dataverse pull (the JSON log's timestamp, in the same clock as the spawn time);
 - idle RSS (VmRSS) once the backlog is sent and synced and the loops are idle;
 - idle CPU over 60 s (utime + stime from /proc, as a share of one core);
-- the release binary's size, as built and stripped.
+- the daemon binary's size, as built and stripped.
+
+The daemon runs with the `Environment=` settings of packaging/izrelay.service that concern the
+process rather than izrelay (MALLOC_ARENA_MAX), as systemd would start it; `UNIT_ENV=0` runs it
+without them.
 
 Figures go in BENCHMARKS.md. Linux only (/proc).
 """
@@ -26,6 +33,7 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "izrelay")
+DAEMON_BIN = os.environ.get("DAEMON_BIN", os.path.join(ROOT, "target", "dist", "izrelay"))
 SET = "msemr_medicationadministrations"
 IDLE_SECS = int(os.environ.get("IDLE_SECS", "60"))
 
@@ -71,6 +79,40 @@ def rss_kib(pid, key="VmRSS"):
     return 0
 
 
+def rss_split(pid, binary):
+    """(KiB of the binary's own mappings, of other files (libc...), anonymous) from smaps."""
+    own = files = anon = 0
+    path = None
+    binary = os.path.realpath(binary)
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
+                path = head[5] if len(head) > 5 else None
+            elif head[0] == "Rss:":
+                kib = int(head[1])
+                if path == binary:
+                    own += kib
+                elif path and path.startswith("/"):
+                    files += kib
+                else:
+                    anon += kib
+    return own, files, anon
+
+
+def unit_environment():
+    """The unit's Environment= pairs that are not izrelay's own settings (paths come from the
+    benchmark): what systemd would give the process."""
+    pairs = {}
+    with open(os.path.join(ROOT, "packaging", "izrelay.service")) as f:
+        for line in f:
+            if line.startswith("Environment="):
+                key, _, value = line.strip().split("=", 1)[1].partition("=")
+                if not key.startswith("IZRELAY_"):
+                    pairs[key] = value
+    return pairs
+
+
 def fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -84,7 +126,7 @@ def metric(addr, name):
     return total, text
 
 
-def prepare(d, iis_url, dv_url, changes=()):
+def prepare(d, iis_url, dv_url, changes=(), binary=BIN):
     """Writes the shipped example config pointed at both simulators (with `changes`, pairs of
     text to replace), imports the IIS credentials and the Dataverse secret; returns the
     command prefix and the environment for izrelay."""
@@ -107,7 +149,7 @@ def prepare(d, iis_url, dv_url, changes=()):
         f.write(f'<Settings><setting providerId="PRV-001"><value name="userName">clinic-17</value>'
                 f'<value name="password">Pw-1</value><value name="iisEndpoint">{iis_url}</value>'
                 f'<value name="facilityId">FAC-17</value></setting></Settings>')
-    base = [BIN, "--config", cfg, "--data-dir", os.path.join(d, "data")]
+    base = [binary, "--config", cfg, "--data-dir", os.path.join(d, "data")]
     env = {k: v for k, v in os.environ.items() if not k.startswith("IZRELAY_") and k != "RUST_LOG"}
     subprocess.run([*base, "credentials", "import", settings], check=True, env=env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -118,8 +160,10 @@ def prepare(d, iis_url, dv_url, changes=()):
 
 
 def main():
-    if not os.path.exists(BIN):
-        sys.exit("build first: cargo build --release")
+    for path, build in ((BIN, "cargo build --release"),
+                        (DAEMON_BIN, "cargo build --profile dist --no-default-features")):
+        if not os.path.exists(path):
+            sys.exit(f"build first: {build} (no {path})")
     d = tempfile.mkdtemp(prefix="izrelay-bench-")
     procs = []
     try:
@@ -135,7 +179,11 @@ def main():
                                 "--table", "izr_notificationlogs:izr_notificationlog:izr_notificationlogid",
                                 "--seed-file", f"{SET}={rows}"])
         procs.append(dv)
-        base, env = prepare(d, iis_url, dv_url)
+        base, env = prepare(d, iis_url, dv_url, binary=DAEMON_BIN)
+        unit_env = unit_environment() if os.environ.get("UNIT_ENV", "1") != "0" else {}
+        env = {**env, **unit_env}
+        print(f"daemon: {os.path.relpath(DAEMON_BIN, ROOT)}, environment from the unit: "
+              f"{' '.join(f'{k}={v}' for k, v in unit_env.items()) or 'none'}")
         log_path = os.path.join(d, "daemon.log")
         listen = os.path.join(d, "listen")
         with open(log_path, "w") as log:
@@ -167,6 +215,7 @@ def main():
         rss_start = rss_kib(run.pid)
         anon, file_backed = rss_kib(run.pid, "RssAnon"), rss_kib(run.pid, "RssFile")
         threads = rss_kib(run.pid, "Threads")
+        own, libs, anon_maps = rss_split(run.pid, DAEMON_BIN)
         fds_start = fds(run.pid)
         ticks0 = proc_stat(run.pid)
         t0 = time.time()
@@ -179,18 +228,20 @@ def main():
         stop0 = time.time()
         code = run.wait(timeout=30)
         stopped = time.time() - stop0
-        size = os.path.getsize(BIN)
+        size = os.path.getsize(DAEMON_BIN)
         stripped = os.path.join(d, "izrelay.stripped")
-        shutil.copy(BIN, stripped)
+        shutil.copy(DAEMON_BIN, stripped)
         subprocess.run(["strip", stripped], check=False)
         print(f"start-up to first pull (100 rows over HTTPS): {first_pull * 1000:.0f} ms")
         print(f"idle RSS after draining 100 messages: {rss_start / 1024:.1f} MiB "
               f"(after {IDLE_SECS} s more: {rss_end / 1024:.1f} MiB): {anon / 1024:.1f} MiB anonymous, "
               f"{file_backed / 1024:.1f} MiB file-backed (code); {threads} threads, {fds_start} open fds")
+        print(f"  by mapping: {own / 1024:.1f} MiB the izrelay binary (code, read-only data, relocated "
+              f"data), {libs / 1024:.1f} MiB shared libraries, {anon_maps / 1024:.1f} MiB heap and stacks")
         print(f"idle CPU over {elapsed:.0f} s: {cpu:.3f} % of one core "
               f"({ticks1 - ticks0} ticks of 1/{os.sysconf('SC_CLK_TCK')} s)")
         print(f"SIGTERM to exit: {stopped * 1000:.0f} ms (exit code {code})")
-        print(f"release binary: {size / 1e6:.1f} MB as built, "
+        print(f"daemon binary ({os.path.relpath(DAEMON_BIN, ROOT)}): {size / 1e6:.1f} MB as built, "
               f"{os.path.getsize(stripped) / 1e6:.1f} MB stripped")
     finally:
         for p in procs:

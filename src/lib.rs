@@ -13,14 +13,18 @@
 //! - [`config`]: the TOML configuration and the credential vault (`config::vault`).
 //! - [`iis`]: the CDC SOAP envelopes, the HTTPS client, the classification of answers.
 //! - [`forwarder`]: the drain loop to each IIS.
-//! - [`sim`]: the simulated IIS and Dataverse (and TLS for them), for the demo and the tests.
-//! - [`demo`]: the embedded default run by `izrelay demo`.
+//! - `sim`: the simulated IIS and Dataverse (and TLS for them), for the demo and the tests.
+//! - `demo`: the embedded default run by `izrelay demo`.
+//!
+//! `sim` and `demo` exist with the `simulators` feature (on by default, off in the packaged
+//! binary).
 //! - [`harden`]: core dumps off for every izrelay process (`SECURITY.md`).
 
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod daemon;
+#[cfg(feature = "simulators")]
 pub mod demo;
 pub mod forwarder;
 pub mod harden;
@@ -28,6 +32,7 @@ pub mod hl7;
 pub mod iis;
 pub mod pull;
 pub mod record;
+#[cfg(feature = "simulators")]
 pub mod sim;
 pub mod store;
 pub mod sync;

@@ -30,19 +30,29 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; `-v` adds debug, `-vv` trace, `-q` keeps only errors. `RUST_LOG` wins.
+/// Logs go to stderr; `-v` adds debug, `-vv` trace, `-q` keeps only errors. `RUST_LOG` wins:
+/// a level (`debug`) or targets with levels (`izrelay=debug,reqwest=info`), as
+/// `tracing_subscriber::filter::Targets` reads them (no regex, span or field filters: a smaller
+/// binary for the daemon). A `RUST_LOG` that does not parse is ignored.
 fn init_tracing(verbose: u8, quiet: bool, format: cli::LogFormat) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
     let level = match (quiet, verbose) {
-        (true, _) => "error",
-        (false, 0) => "info",
-        (false, 1) => "debug",
-        (false, _) => "trace",
+        (true, _) => LevelFilter::ERROR,
+        (false, 0) => LevelFilter::INFO,
+        (false, 1) => LevelFilter::DEBUG,
+        (false, _) => LevelFilter::TRACE,
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(level));
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry();
     match format {
-        cli::LogFormat::Text => builder.init(),
-        cli::LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        cli::LogFormat::Text => registry.with(layer.with_filter(filter)).init(),
+        cli::LogFormat::Json => registry
+            .with(layer.json().flatten_event(true).with_current_span(false).with_filter(filter))
+            .init(),
     }
 }

@@ -8,12 +8,14 @@ use clap::{Parser, Subcommand};
 
 mod credentials;
 mod daemon;
+#[cfg(feature = "simulators")]
 mod demo;
 mod docs;
 mod forward;
 mod hl7;
 mod pull;
 mod setup;
+#[cfg(feature = "simulators")]
 mod sim;
 mod store;
 
@@ -54,6 +56,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the whole cycle on built-in sample records and show the result (no setup needed).
+    #[cfg(feature = "simulators")]
     Demo(demo::Args),
     /// The daemon: pull, forward and sync loops until SIGTERM/SIGINT; SIGHUP reloads the config.
     Run(daemon::RunArgs),
@@ -95,6 +98,7 @@ enum Command {
     Iis(forward::IisCommand),
     /// Simulated remote systems on loopback, for tests and rehearsals.
     #[command(subcommand)]
+    #[cfg(feature = "simulators")]
     Sim(sim::SimCommand),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions(docs::CompletionsArgs),
@@ -108,6 +112,7 @@ enum Command {
 /// Bad input (unreadable file, invalid JSON, unknown field): the caller exits 2.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        #[cfg(feature = "simulators")]
         Command::Demo(args) => demo::run(&args, cli.data_dir),
         Command::Run(args) => {
             let ctx = Ctx::load(cli.config.clone(), cli.data_dir)?;
@@ -131,6 +136,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pull(args) => pull::pull(&Ctx::load(cli.config, cli.data_dir)?, &args),
         Command::Forward(args) => forward::forward(&Ctx::load(cli.config, cli.data_dir)?, &args),
         Command::Iis(cmd) => forward::iis(&Ctx::load(cli.config, cli.data_dir)?, &cmd),
+        #[cfg(feature = "simulators")]
         Command::Sim(cmd) => sim::run(&cmd),
         Command::Completions(args) => docs::completions(&args),
         Command::Man(args) => docs::man(&args),

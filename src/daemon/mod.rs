@@ -113,9 +113,20 @@ struct Generation {
     dataverse: tokio::sync::Mutex<()>,
 }
 
+/// Page cache per daemon connection, KiB (see [`Store::limit_page_cache`]): the interior pages
+/// of the tables and indexes a claim, an outcome or a status query walks fit many times over.
+const PAGE_CACHE_KIB: u32 = 256;
+
+/// Opens the database for a daemon loop: a connection with a small page cache.
+fn open_store(path: &Path) -> Result<Store, crate::store::Error> {
+    let store = Store::open(path)?;
+    store.limit_page_cache(PAGE_CACHE_KIB)?;
+    Ok(store)
+}
+
 impl Generation {
     fn open(&self) -> Result<Store, crate::store::Error> {
-        Store::open(&self.data_dir.join(DB_FILE))
+        open_store(&self.data_dir.join(DB_FILE))
     }
 }
 
@@ -128,7 +139,7 @@ pub async fn run(options: Options) -> Result<Stopped, Error> {
     let Options { data_dir, mut config, reload, on_listen } = options;
     let db = data_dir.join(DB_FILE);
     let opened = |path: &Path| {
-        Store::open(path).map_err(|source| Error::Store { path: path.to_path_buf(), source })
+        open_store(path).map_err(|source| Error::Store { path: path.to_path_buf(), source })
     };
     // Opening first runs any schema upgrade once, before the loops open their connections.
     let probe = opened(&db)?;

@@ -170,6 +170,17 @@ impl Store {
         &self.path
     }
 
+    /// Caps this connection's page cache at `kib` KiB (SQLite's default is 2,000 KiB per
+    /// connection). The daemon's connections live for hours and do index lookups that touch a
+    /// few pages each; the file's pages are in the kernel's page cache anyway, so a big private
+    /// copy per connection only adds to the daemon's resident memory.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn limit_page_cache(&self, kib: u32) -> Result<()> {
+        Ok(self.conn.pragma_update(None, "cache_size", -i64::from(kib))?)
+    }
+
     /// The schema version of the open database.
     ///
     /// # Errors

@@ -20,7 +20,9 @@ pub(crate) fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<
     headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim())
 }
 
-/// The `boundary` parameter of a `multipart/mixed` content type.
+/// The `boundary` parameter of a `multipart/mixed` content type (read by the simulated
+/// Dataverse; the client knows its own boundaries).
+#[cfg(any(test, feature = "simulators"))]
 pub(crate) fn boundary(content_type: &str) -> Option<String> {
     let mut params = content_type.split(';');
     let kind = params.next()?.trim();
