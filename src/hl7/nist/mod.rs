@@ -89,13 +89,18 @@ pub(crate) enum GroupItem {
     Group { name: &'static str, usage: Usage, min: u16, max: u16, children: &'static [GroupItem] },
 }
 
-/// A value set: `(code, display, code system)` sorted by code.
+/// One code of a value set: `(code, display, code system, hl7)`, where `hl7` is
+/// `code^display^system` escaped and joined as the VXU writer sends it (empty when the code or
+/// the system is empty).
+pub(crate) type CodeDef = (&'static str, &'static str, &'static str, &'static str);
+
+/// A value set: [`CodeDef`]s sorted by code.
 #[derive(Debug)]
 #[allow(dead_code)]
 pub(crate) struct ValueSetDef {
     pub id: &'static str,
     pub name: &'static str,
-    pub codes: &'static [(&'static str, &'static str, &'static str)],
+    pub codes: &'static [CodeDef],
 }
 
 /// The value set with binding id `id` (e.g. `HL70163_IZ`).
@@ -103,12 +108,9 @@ pub(crate) fn value_set(id: &str) -> Option<&'static ValueSetDef> {
     VALUE_SETS.binary_search_by(|v| v.id.cmp(id)).ok().map(|i| &VALUE_SETS[i])
 }
 
-/// The `(code, display, code system)` entry of `code` in value set `vs`.
+/// The `(code, display, code system, hl7)` entry of `code` in value set `vs`.
 #[inline]
-pub(crate) fn code_in(
-    vs: &'static ValueSetDef,
-    code: &str,
-) -> Option<&'static (&'static str, &'static str, &'static str)> {
+pub(crate) fn code_in(vs: &'static ValueSetDef, code: &str) -> Option<&'static CodeDef> {
     let i = vs.codes.binary_search_by(|c| super::codes::key_cmp(c.0, code)).ok()?;
     vs.codes.get(i)
 }
