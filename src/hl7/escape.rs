@@ -127,11 +127,11 @@ pub(crate) fn escape_default_into(out: &mut Vec<u8>, value: &str) {
     match n {
         0 => {}
         1..=3 => {
-            // As in `may_need_default_escape`: three bytes cover 1..=3, the word is filled with
-            // real bytes. Appending all three then cutting back to `n` writes the value.
+            // Three bytes cover 1..=3 (some twice), each looked up; appending all three then
+            // cutting back to `n` writes the value.
             let three = [bytes[0], bytes[n / 2], bytes[n - 1]];
-            let [a, b, c] = three;
-            if has_special(word_bits(u64::from_le_bytes([a, b, c, a, a, a, a, a]))) {
+            let special = |b: u8| DEFAULT_SPECIAL[usize::from(b)];
+            if special(three[0]) | special(three[1]) | special(three[2]) {
                 escape_default_slow(out, value);
             } else {
                 out.extend_from_slice(&three);

@@ -94,6 +94,28 @@ pub(crate) fn key_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     a.len().cmp(&b.len())
 }
 
+/// [`key_cmp`] for long keys (NDCs, 24-digit VIS barcodes that share a 12-digit prefix):
+/// eight bytes at a time as big-endian words, which order as their bytes do.
+#[inline]
+fn long_key_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    while let (Some((x, a_rest)), Some((y, b_rest))) =
+        (a.split_first_chunk(), b.split_first_chunk())
+    {
+        let (x, y) = (u64::from_be_bytes(*x), u64::from_be_bytes(*y));
+        if x != y {
+            return x.cmp(&y);
+        }
+        (a, b) = (a_rest, b_rest);
+    }
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
 /// The CVX entry for `code` (leading zeros as CDC writes them: `03`, not `3`).
 pub(crate) fn cvx(code: &str) -> Option<&'static CvxEntry> {
     CVX_TABLE.binary_search_by(|e| key_cmp(e.code, code)).ok().map(|i| &CVX_TABLE[i])
@@ -106,12 +128,12 @@ pub(crate) fn mvx(code: &str) -> Option<&'static MvxEntry> {
 
 /// The NDC entry for a dashed 5-4-2 NDC.
 pub(crate) fn ndc(code: &str) -> Option<&'static NdcEntry> {
-    NDC_TABLE.binary_search_by(|e| key_cmp(e.ndc, code)).ok().map(|i| &NDC_TABLE[i])
+    NDC_TABLE.binary_search_by(|e| long_key_cmp(e.ndc, code)).ok().map(|i| &NDC_TABLE[i])
 }
 
 /// The VIS entry for a 24-digit fully encoded string.
 pub(crate) fn vis(gdti: &str) -> Option<&'static VisEntry> {
-    VIS_TABLE.binary_search_by(|e| key_cmp(e.gdti, gdti)).ok().map(|i| &VIS_TABLE[i])
+    VIS_TABLE.binary_search_by(|e| long_key_cmp(e.gdti, gdti)).ok().map(|i| &VIS_TABLE[i])
 }
 
 /// True when a VIS must be documented for vaccine `cvx` (IZ-24, PHVS_VISVaccines_IIS).
@@ -248,6 +270,15 @@ mod tests {
         for (a, b) in [("03", "3"), ("1", "10"), ("10", "1"), ("", "a"), ("208", "208"), ("é", "z")]
         {
             assert_eq!(key_cmp(a, b), a.cmp(b), "{a:?} {b:?}");
+            assert_eq!(long_key_cmp(a, b), a.cmp(b), "{a:?} {b:?}");
+        }
+        let long = ["59267-1000-02", "59267-1000-0", "59267-1000-021", "59267-1001-02", "5926710"];
+        let vis = ["253088698300063911250131", "253088698300063911250132", "2530886983000639"];
+        for a in long.iter().chain(&vis) {
+            for b in long.iter().chain(&vis).chain(&["", "é", "59267-1000-0é"]) {
+                assert_eq!(long_key_cmp(a, b), a.cmp(b), "{a:?} {b:?}");
+                assert_eq!(long_key_cmp(b, a), b.cmp(a), "{b:?} {a:?}");
+            }
         }
     }
 
