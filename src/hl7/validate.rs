@@ -122,6 +122,10 @@ impl Check<'_> {
     }
 
     fn max_len(&mut self, field: &str, value: &str, max: usize) {
+        // A value has no more characters than bytes: count them only when it could be too long.
+        if value.len() <= max {
+            return;
+        }
         let n = value.chars().count();
         if n > max {
             self.fail(field, format!("is {n} characters long; the CDC profile allows {max}"));
@@ -264,23 +268,28 @@ fn admin_date(value: &str) -> Option<NaiveDate> {
 
 /// US phone: 10 digits (a leading country code 1 is dropped); returns (area, local).
 fn us_phone(value: &str) -> Option<Phone> {
-    // Only ASCII digits and punctuation are allowed, so bytes are characters here.
-    let punctuation_only = value.bytes().all(|b| b.is_ascii_digit() || b" ()-.+".contains(&b));
-    let mut digits = value.bytes().filter(u8::is_ascii_digit);
-    let count = value.bytes().filter(u8::is_ascii_digit).count();
-    match count {
-        11 if value.bytes().find(u8::is_ascii_digit) == Some(b'1') => {
-            digits.next();
+    // Only ASCII digits and punctuation are allowed, so bytes are characters here. One pass:
+    // the first 11 digits are kept, the rest only counted.
+    let mut digits = [0u8; 11];
+    let mut count = 0;
+    for b in value.bytes() {
+        if b.is_ascii_digit() {
+            if let Some(slot) = digits.get_mut(count) {
+                *slot = b;
+            }
+            count += 1;
+        } else if !b" ()-.+".contains(&b) {
+            return None;
         }
-        10 => {}
+    }
+    let national = match count {
+        11 if digits[0] == b'1' => &digits[1..],
+        10 => &digits[..10],
         _ => return None,
-    }
-    if !punctuation_only {
-        return None;
-    }
+    };
     let (mut area, mut local) = (Digits::new(), Digits::new());
-    digits.by_ref().take(3).for_each(|d| area.push(d));
-    digits.for_each(|d| local.push(d));
+    national[..3].iter().for_each(|&d| area.push(d));
+    national[3..].iter().for_each(|&d| local.push(d));
     Some((area, local))
 }
 
