@@ -83,6 +83,21 @@ def rust_str(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+# HL7 escaping under the CDC delimiters, as src/hl7/escape.rs writes it: the five delimiters
+# become \F\ \S\ \T\ \R\ \E\, CR and LF the hex escapes \X0D\ and \X0A\.
+HL7_ESCAPES = {"|": "\\F\\", "^": "\\S\\", "&": "\\T\\", "~": "\\R\\", "\\": "\\E\\",
+               "\r": "\\X0D\\", "\n": "\\X0A\\"}
+
+
+def hl7_coded(code: str, text: str, system: str) -> str:
+    """A CE/CWE triplet `code^text^system` escaped and joined as the VXU writer sends it (one copy
+    per message instead of three escaped values); "" when code or system is empty (the writer
+    then escapes the parts itself, trimming as it goes)."""
+    if not code or not system:
+        return ""
+    return "^".join("".join(HL7_ESCAPES.get(ch, ch) for ch in part) for part in (code, text, system))
+
+
 def byte_key(text: str) -> bytes:
     return text.encode("utf-8")
 
@@ -543,7 +558,7 @@ def render(label: str, cvx, mvx, ndc, vis, vis_vaccines) -> str:
     w("pub(crate) static CVX_TABLE: &[CvxEntry] = &[")
     for e in sort_vals(cvx):
         w(f"    CvxEntry {{ code: {rust_str(e.code)}, short_description: {rust_str(e.desc)}, "
-          f"status: CvxStatus::{e.status} }},")
+          f"status: CvxStatus::{e.status}, hl7: {rust_str(hl7_coded(e.code, e.desc, 'CVX'))} }},")
     w("];")
     w("")
     w(f"/// MVX manufacturer codes ({len(mvx)}), sorted by `code`.")
@@ -551,7 +566,7 @@ def render(label: str, cvx, mvx, ndc, vis, vis_vaccines) -> str:
     w("pub(crate) static MVX_TABLE: &[MvxEntry] = &[")
     for e in sort_vals(mvx):
         w(f"    MvxEntry {{ code: {rust_str(e.code)}, name: {rust_str(e.name)}, "
-          f"active: {'true' if e.active else 'false'} }},")
+          f"active: {'true' if e.active else 'false'}, hl7: {rust_str(hl7_coded(e.code, e.name, 'MVX'))} }},")
     w("];")
     w("")
     w(f"/// NDC unit-of-sale and unit-of-use codes ({len(ndc)}), 11-digit 5-4-2 form, sorted by `ndc`.")
@@ -560,7 +575,7 @@ def render(label: str, cvx, mvx, ndc, vis, vis_vaccines) -> str:
     w("pub(crate) static NDC_TABLE: &[NdcEntry] = &[")
     for e in sort_vals(ndc):
         w(f"    NdcEntry {{ ndc: {rust_str(e.ndc)}, kind: NdcKind::{e.kind}, cvx: {rust_str(e.cvx)}, "
-          f"mvx: {rust_str(e.mvx)}, name: {rust_str(e.name)} }},")
+          f"mvx: {rust_str(e.mvx)}, name: {rust_str(e.name)}, hl7: {rust_str(hl7_coded(e.ndc, e.name, 'NDC'))} }},")
     w("];")
     w("")
     w(f"/// VIS and EUA fact-sheet editions ({len(vis)}), sorted by fully encoded GDTI string.")
@@ -568,7 +583,8 @@ def render(label: str, cvx, mvx, ndc, vis, vis_vaccines) -> str:
     w("pub(crate) static VIS_TABLE: &[VisEntry] = &[")
     for e in sort_vals(vis):
         w(f"    VisEntry {{ gdti: {rust_str(e.gdti)}, document: {rust_str(e.document)}, "
-          f"edition: {rust_str(e.edition)}, current: {'true' if e.current else 'false'} }},")
+          f"edition: {rust_str(e.edition)}, current: {'true' if e.current else 'false'}, "
+          f"hl7: {rust_str(hl7_coded(e.gdti, e.document, 'cdcgs1vis'))} }},")
     w("];")
     w("")
     vv = sorted(vis_vaccines, key=byte_key)

@@ -15,7 +15,8 @@ Output (deterministic, no timestamps): ``Z22_STRUCTURE``, ``Z23_STRUCTURE`` (mes
 structure in profile order), ``Z22_SEGMENTS``, ``Z23_SEGMENTS`` and ``Z22_DATATYPES``,
 ``Z23_DATATYPES`` (sorted by id in byte order), and ``VALUE_SETS`` (union of both
 libraries, Z22 wins, sorted by binding identifier; codes sorted by code in byte order,
-first occurrence of a duplicated code wins).  CVX, MVX, NDC and VIS value sets are
+first occurrence of a duplicated code wins; each code carries ``code^display^system`` escaped and
+joined as the VXU writer sends it).  CVX, MVX, NDC and VIS value sets are
 left out: src/hl7/codes/tables.rs (tools/gen_cdc_tables.py) carries those.
 
 Usage:
@@ -73,6 +74,21 @@ def rust_str(text: str) -> str:
             out.append(ch)
     out.append('"')
     return "".join(out)
+
+
+# HL7 escaping under the CDC delimiters, as src/hl7/escape.rs writes it: the five delimiters
+# become \F\ \S\ \T\ \R\ \E\, CR and LF the hex escapes \X0D\ and \X0A\.
+HL7_ESCAPES = {"|": "\\F\\", "^": "\\S\\", "&": "\\T\\", "~": "\\R\\", "\\": "\\E\\",
+               "\r": "\\X0D\\", "\n": "\\X0A\\"}
+
+
+def hl7_coded(code: str, text: str, system: str) -> str:
+    """A CE/CWE triplet `code^text^system` escaped and joined as the VXU writer sends it (one copy
+    per message instead of three escaped values); "" when code or system is empty (the writer
+    then escapes the parts itself, trimming as it goes)."""
+    if not code or not system:
+        return ""
+    return "^".join("".join(HL7_ESCAPES.get(ch, ch) for ch in part) for part in (code, text, system))
 
 
 def usage(value: str | None, where: str) -> str:
@@ -370,7 +386,8 @@ def emit_value_sets(vsets: list[dict], out: list[str]) -> None:
             continue
         out.append(head)
         for code, display, system in v["codes"]:
-            out.append(f"        ({rust_str(code)}, {rust_str(display)}, {rust_str(system)}),")
+            hl7 = rust_str(hl7_coded(code, display, system))
+            out.append(f"        ({rust_str(code)}, {rust_str(display)}, {rust_str(system)}, {hl7}),")
         out.append("    ] },")
     out.append("];")
 

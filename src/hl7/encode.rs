@@ -208,6 +208,18 @@ impl Writer {
         self
     }
 
+    /// Writes a pre-encoded `code^text^system` triplet (escaped and joined by a generated table)
+    /// as components `c`..`c + 2` of repetition `r` of field `f`: one copy instead of three
+    /// escaped values. The table guarantees that code and system are not empty, so nothing is
+    /// left to trim.
+    pub(crate) fn triplet(&mut self, f: u16, r: u16, c: u16, encoded: &'static str) -> &mut Self {
+        if !encoded.is_empty() && self.advance((f, r, c, 1)) {
+            self.out.extend_from_slice(encoded.as_bytes());
+            self.pos = (f, r, c + 2, 1);
+        }
+        self
+    }
+
     /// Writes the sub-components of component `c` of field `f`.
     #[inline]
     pub fn subs(&mut self, f: u16, c: u16, values: &[&str]) -> &mut Self {
@@ -313,23 +325,18 @@ impl<const N: usize> PartialEq<&str> for Digits<N> {
     }
 }
 
-/// Appends `n` copies of delimiter `b` (runs of empty positions are short; one `push_str`).
+/// Appends `n` copies of delimiter `b`. Runs of empty positions are short: up to eight are one
+/// fixed 8-byte append cut back to `n` (no `memset` call, no length dispatch).
 #[inline(always)]
 fn push_n(out: &mut Vec<u8>, b: u8, n: u16) {
-    const RUN: usize = 32;
-    let run = match b {
-        b'|' => "||||||||||||||||||||||||||||||||",
-        b'^' => "^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^",
-        b'~' => "~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~",
-        _ => "&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&",
-    };
-    debug_assert!(b"|^~&".contains(&b) && run.len() == RUN);
+    const RUN: usize = 8;
     let n = usize::from(n);
-    match n {
-        0 => {}
-        1 => out.push(b),
-        2..=RUN => out.extend_from_slice(&run.as_bytes()[..n]),
-        _ => out.resize(out.len() + n, b),
+    if n <= RUN {
+        let start = out.len();
+        out.extend_from_slice(&[b; RUN]);
+        out.truncate(start + n);
+    } else {
+        out.resize(out.len() + n, b);
     }
 }
 

@@ -83,8 +83,6 @@ pub fn escape_into(out: &mut String, value: &str, d: &Delimiters) {
 /// byte for some special `s`. Most values hold none, so this is the whole cost of escaping them.
 #[inline]
 fn find_default_special(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
     #[inline(always)]
     fn has_byte(word: u64, b: u8) -> bool {
         let v = word ^ (ONES * u64::from(b));
@@ -116,14 +114,57 @@ fn find_default_special(bytes: &[u8]) -> Option<usize> {
 
 /// [`escape_into`] for the CDC delimiters `|^~\\&`, without comparing delimiters per call.
 ///
-/// Most values need no escaping: [`may_need_default_escape`] tells so in a few word operations
-/// and the value is copied whole; the rest take the byte-by-byte path.
+/// Most values need no escaping. A value of up to 16 bytes is checked in one or two words
+/// (see [`may_need_default_escape`]) and, when clean, those same words are appended as fixed-size
+/// copies that overlap (the first and the last 4 or 8 bytes), so it costs no `memcpy` call and
+/// no length dispatch beyond the match below. Longer values are checked word by word and copied
+/// whole; values that need escaping take the byte-by-byte path.
 #[inline(always)]
 pub(crate) fn escape_default_into(out: &mut Vec<u8>, value: &str) {
-    if may_need_default_escape(value.as_bytes()) {
-        escape_default_slow(out, value);
-    } else {
-        out.extend_from_slice(value.as_bytes());
+    let bytes = value.as_bytes();
+    let n = bytes.len();
+    let start = out.len();
+    match n {
+        0 => {}
+        1..=3 => {
+            // Three bytes cover 1..=3 (some twice), each looked up; appending all three then
+            // cutting back to `n` writes the value.
+            let three = [bytes[0], bytes[n / 2], bytes[n - 1]];
+            let special = |b: u8| DEFAULT_SPECIAL[usize::from(b)];
+            if special(three[0]) | special(three[1]) | special(three[2]) {
+                escape_default_slow(out, value);
+            } else {
+                out.extend_from_slice(&three);
+                out.truncate(start + n);
+            }
+        }
+        4..=7 => {
+            let (head, tail) = (load4(bytes), load4(&bytes[n - 4..]));
+            if has_special(word_bits(u64::from(head) | u64::from(tail) << 32)) {
+                escape_default_slow(out, value);
+            } else {
+                out.extend_from_slice(&head.to_le_bytes());
+                out.truncate(start + n - 4);
+                out.extend_from_slice(&tail.to_le_bytes());
+            }
+        }
+        8..=16 => {
+            let (head, tail) = (load8(bytes), load8(&bytes[n - 8..]));
+            if has_special(word_bits(head) | word_bits(tail)) {
+                escape_default_slow(out, value);
+            } else {
+                out.extend_from_slice(&head.to_le_bytes());
+                out.truncate(start + n - 8);
+                out.extend_from_slice(&tail.to_le_bytes());
+            }
+        }
+        _ => {
+            if may_need_default_escape(bytes) {
+                escape_default_slow(out, value);
+            } else {
+                out.extend_from_slice(bytes);
+            }
+        }
     }
 }
 
@@ -135,44 +176,50 @@ fn escape_default_slow(out: &mut Vec<u8>, value: &str) {
     out.extend_from_slice(escaped.as_bytes());
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of the result is set where `w` may need escaping under the CDC
+/// delimiters (bytes after a hit may be set too; only "any" matters).
+///
+/// Three tests per word: `|` `^` `~` `\` are `0x5C` with bits `0x02` and `0x20` free, so one
+/// masked compare finds all four; `&` is one compare; CR and LF fall under "byte below 0x20".
+#[inline(always)]
+fn word_bits(w: u64) -> u64 {
+    let delims = (w & (ONES * 0xDD)) ^ (ONES * 0x5C);
+    let amp = w ^ (ONES * u64::from(b'&'));
+    let zero_in = |v: u64| v.wrapping_sub(ONES) & !v;
+    let control = w.wrapping_sub(ONES * 0x20) & !w;
+    zero_in(delims) | zero_in(amp) | control
+}
+
+#[inline(always)]
+fn has_special(bits: u64) -> bool {
+    bits & HIGHS != 0
+}
+
+#[inline(always)]
+fn load8(b: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    buf.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(buf)
+}
+
+#[inline(always)]
+fn load4(b: &[u8]) -> u32 {
+    let mut buf = [0u8; 4];
+    buf.copy_from_slice(&b[..4]);
+    u32::from_le_bytes(buf)
+}
+
 /// False only when no byte of `bytes` needs escaping under the CDC delimiters; true when one
 /// may (every special byte is caught; other control bytes are also reported, and the exact
 /// path then copies them unchanged).
 ///
 /// Eight bytes at a time, with overlapping loads so a short value costs one or two words and
-/// no per-byte loop. Three tests per word: `|` `^` `~` `\` are `0x5C` with bits `0x02` and
-/// `0x20` free, so one masked compare finds all four; `&` is one compare; CR and LF fall under
-/// "byte below 0x20".
+/// no per-byte loop (see [`word_bits`] for the test).
 #[inline(always)]
 fn may_need_default_escape(bytes: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    /// The high bit of each byte of the result is set where `w` may need escaping (bytes
-    /// after a hit may be set too; only "any" matters).
-    #[inline(always)]
-    fn bits(w: u64) -> u64 {
-        let delims = (w & (ONES * 0xDD)) ^ (ONES * 0x5C);
-        let amp = w ^ (ONES * u64::from(b'&'));
-        let zero_in = |v: u64| v.wrapping_sub(ONES) & !v;
-        let control = w.wrapping_sub(ONES * 0x20) & !w;
-        zero_in(delims) | zero_in(amp) | control
-    }
-    #[inline(always)]
-    fn word(w: u64) -> bool {
-        bits(w) & HIGHS != 0
-    }
-    #[inline(always)]
-    fn load8(b: &[u8]) -> u64 {
-        let mut buf = [0u8; 8];
-        buf.copy_from_slice(&b[..8]);
-        u64::from_le_bytes(buf)
-    }
-    #[inline(always)]
-    fn load4(b: &[u8]) -> u64 {
-        let mut buf = [0u8; 4];
-        buf.copy_from_slice(&b[..4]);
-        u64::from(u32::from_le_bytes(buf))
-    }
     let n = bytes.len();
     match n {
         0 => false,
@@ -180,15 +227,17 @@ fn may_need_default_escape(bytes: &[u8]) -> bool {
         // zero byte would count as a control byte.
         1..=3 => {
             let (a, b, c) = (bytes[0], bytes[n / 2], bytes[n - 1]);
-            word(u64::from_le_bytes([a, b, c, a, a, a, a, a]))
+            has_special(word_bits(u64::from_le_bytes([a, b, c, a, a, a, a, a])))
         }
-        4..=7 => word(load4(bytes) | load4(&bytes[n - 4..]) << 32),
-        8..=16 => (bits(load8(bytes)) | bits(load8(&bytes[n - 8..]))) & HIGHS != 0,
+        4..=7 => has_special(word_bits(
+            u64::from(load4(bytes)) | u64::from(load4(&bytes[n - 4..])) << 32,
+        )),
+        8..=16 => has_special(word_bits(load8(bytes)) | word_bits(load8(&bytes[n - 8..]))),
         _ => {
             // Long values (code texts) rarely hold a delimiter: no early exit per word.
             let mut chunks = bytes.chunks_exact(8);
-            let any = (&mut chunks).fold(0, |acc, c| acc | bits(load8(c)));
-            (any | bits(load8(&bytes[n - 8..]))) & HIGHS != 0
+            let any = (&mut chunks).fold(0, |acc, c| acc | word_bits(load8(c)));
+            has_special(any | word_bits(load8(&bytes[n - 8..])))
         }
     }
 }

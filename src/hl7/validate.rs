@@ -49,15 +49,25 @@ pub(crate) struct Coded<'a> {
     pub code: &'a str,
     pub text: &'a str,
     pub system: &'a str,
+    /// `code^text^system` escaped and joined, as a generated table stores it, so the writer
+    /// copies it once; empty for codes not from a table (the writer then escapes each part).
+    pub hl7: &'static str,
+}
+
+impl<'a> Coded<'a> {
+    /// A code that is not from a generated table (no pre-encoded form).
+    fn plain(code: &'a str, text: &'a str, system: &'a str) -> Self {
+        Self { code, text, system, hl7: "" }
+    }
 }
 
 /// One VIS, resolved to the method it is sent with.
 #[derive(Debug, Clone)]
 pub(crate) enum ResolvedVis<'a> {
-    /// 69764-9 barcode + 29769-7 presentation date.
-    Barcode { gdti: &'a str, document: &'a str, presented: Date },
-    /// 30956-7 vaccine type + 29768-9 publication + 29769-7 presentation date.
-    VaccineType { cvx: &'a str, text: &'a str, published: Date, presented: Date },
+    /// 69764-9 barcode (`gdti^document^cdcgs1vis`) + 29769-7 presentation date.
+    Barcode { document: Coded<'a>, presented: Date },
+    /// 30956-7 vaccine type (`cvx^text^CVX`) + 29768-9 publication + 29769-7 presentation date.
+    VaccineType { vaccine: Coded<'a>, published: Date, presented: Date },
 }
 
 /// A date as `YYYYMMDD` (or `YYYYMM` for a month-only expiration), held inline.
@@ -112,6 +122,10 @@ impl Check<'_> {
     }
 
     fn max_len(&mut self, field: &str, value: &str, max: usize) {
+        // A value has no more characters than bytes: count them only when it could be too long.
+        if value.len() <= max {
+            return;
+        }
         let n = value.chars().count();
         if n > max {
             self.fail(field, format!("is {n} characters long; the CDC profile allows {max}"));
@@ -140,7 +154,7 @@ impl Check<'_> {
     ) -> Option<Coded<'v>> {
         let code = code.trim_ascii();
         match nist::code_in(set?, code) {
-            Some(&(_, text, system)) => Some(Coded { code, text, system }),
+            Some(&(_, text, system, hl7)) => Some(Coded { code, text, system, hl7 }),
             None => self.coded(&field(), code, set, what),
         }
     }
@@ -176,7 +190,7 @@ impl Check<'_> {
         let code = code.trim_ascii();
         let vs = set?;
         match nist::code_in(vs, code) {
-            Some(&(_, text, system)) => Some(Coded { code, text, system }),
+            Some(&(_, text, system, hl7)) => Some(Coded { code, text, system, hl7 }),
             None => {
                 self.fail(field, format!("{code:?} is not a {what} code ({})", vs.id));
                 None
@@ -254,23 +268,28 @@ fn admin_date(value: &str) -> Option<NaiveDate> {
 
 /// US phone: 10 digits (a leading country code 1 is dropped); returns (area, local).
 fn us_phone(value: &str) -> Option<Phone> {
-    // Only ASCII digits and punctuation are allowed, so bytes are characters here.
-    let punctuation_only = value.bytes().all(|b| b.is_ascii_digit() || b" ()-.+".contains(&b));
-    let mut digits = value.bytes().filter(u8::is_ascii_digit);
-    let count = value.bytes().filter(u8::is_ascii_digit).count();
-    match count {
-        11 if value.bytes().find(u8::is_ascii_digit) == Some(b'1') => {
-            digits.next();
+    // Only ASCII digits and punctuation are allowed, so bytes are characters here. One pass:
+    // the first 11 digits are kept, the rest only counted.
+    let mut digits = [0u8; 11];
+    let mut count = 0;
+    for b in value.bytes() {
+        if b.is_ascii_digit() {
+            if let Some(slot) = digits.get_mut(count) {
+                *slot = b;
+            }
+            count += 1;
+        } else if !b" ()-.+".contains(&b) {
+            return None;
         }
-        10 => {}
+    }
+    let national = match count {
+        11 if digits[0] == b'1' => &digits[1..],
+        10 => &digits[..10],
         _ => return None,
-    }
-    if !punctuation_only {
-        return None;
-    }
+    };
     let (mut area, mut local) = (Digits::new(), Digits::new());
-    digits.by_ref().take(3).for_each(|d| area.push(d));
-    digits.for_each(|d| local.push(d));
+    national[..3].iter().for_each(|&d| area.push(d));
+    national[3..].iter().for_each(|&d| local.push(d));
     Some((area, local))
 }
 
@@ -293,23 +312,24 @@ fn format_ml(ml: f64) -> Digits<8> {
     out
 }
 
-/// Common ISO 639-2 languages (PID-15); other three-letter codes are sent without text.
-const LANGUAGES: &[(&str, &str)] = &[
-    ("ara", "Arabic"),
-    ("chi", "Chinese"),
-    ("eng", "English"),
-    ("fre", "French"),
-    ("ger", "German"),
-    ("hin", "Hindi"),
-    ("hmn", "Hmong"),
-    ("jpn", "Japanese"),
-    ("kor", "Korean"),
-    ("por", "Portuguese"),
-    ("rus", "Russian"),
-    ("som", "Somali"),
-    ("spa", "Spanish"),
-    ("tgl", "Tagalog"),
-    ("vie", "Vietnamese"),
+/// Common ISO 639-2 languages (PID-15): code, name, and `code^name^ISO639` as PID-15 sends it;
+/// other three-letter codes are sent without text.
+const LANGUAGES: &[(&str, &str, &str)] = &[
+    ("ara", "Arabic", "ara^Arabic^ISO639"),
+    ("chi", "Chinese", "chi^Chinese^ISO639"),
+    ("eng", "English", "eng^English^ISO639"),
+    ("fre", "French", "fre^French^ISO639"),
+    ("ger", "German", "ger^German^ISO639"),
+    ("hin", "Hindi", "hin^Hindi^ISO639"),
+    ("hmn", "Hmong", "hmn^Hmong^ISO639"),
+    ("jpn", "Japanese", "jpn^Japanese^ISO639"),
+    ("kor", "Korean", "kor^Korean^ISO639"),
+    ("por", "Portuguese", "por^Portuguese^ISO639"),
+    ("rus", "Russian", "rus^Russian^ISO639"),
+    ("som", "Somali", "som^Somali^ISO639"),
+    ("spa", "Spanish", "spa^Spanish^ISO639"),
+    ("tgl", "Tagalog", "tgl^Tagalog^ISO639"),
+    ("vie", "Vietnamese", "vie^Vietnamese^ISO639"),
 ];
 
 /// Checks `rec` against the CDC rules and `profile`; on success returns the normalised values.
@@ -405,8 +425,10 @@ pub(crate) fn resolve<'a>(
             c.fail("patient.language", format!("{l:?} is not an ISO 639-2 code (e.g. eng, spa)"));
             return None;
         }
-        let text = LANGUAGES.iter().find(|(k, _)| *k == l).map_or("", |(_, t)| *t);
-        Some(Coded { code: l, text, system: "ISO639" })
+        Some(match LANGUAGES.iter().find(|(k, ..)| *k == l) {
+            Some(&(_, text, hl7)) => Coded { code: l, text, system: "ISO639", hl7 },
+            None => Coded::plain(l, "", "ISO639"),
+        })
     });
     let publicity = p
         .publicity
@@ -529,9 +551,9 @@ pub(crate) fn resolve<'a>(
                 {
                     c.fail("vaccine.ndc", format!("NDC {n} is CVX {}, not CVX {}", e.cvx, x.code));
                 }
-                Some(Coded { code: n, text: e.name, system: "NDC" })
+                Some(Coded { code: n, text: e.name, system: "NDC", hl7: e.hl7 })
             }
-            None => Some(Coded { code: n, text: "", system: "NDC" }),
+            None => Some(Coded::plain(n, "", "NDC")),
         }
     });
     let mvx = match v.mvx.as_deref().map(str::trim_ascii) {
@@ -547,7 +569,7 @@ pub(crate) fn resolve<'a>(
                         format!("NDC {} is made by {}, not {}", n.ndc, n.mvx, e.code),
                     );
                 }
-                Some(Coded { code: m, text: e.name, system: "MVX" })
+                Some(Coded { code: m, text: e.name, system: "MVX", hl7: e.hl7 })
             }
             None => {
                 c.fail("vaccine.mvx", format!("{m:?} is not an MVX manufacturer code"));
@@ -618,7 +640,7 @@ pub(crate) fn resolve<'a>(
     // --- Eligibility, funding, VIS ----------------------------------------------------------
     let eligibility = match rec.vfc_eligibility.as_deref().map(str::trim_ascii) {
         Some(code) => match profile.local_eligibility(code) {
-            Some(l) => Some(Coded { code, text: &l.text, system: &l.system }),
+            Some(l) => Some(Coded::plain(code, &l.text, &l.system)),
             None => c.coded("vfc_eligibility", code, sets.eligibility, "VFC eligibility"),
         },
         None => {
@@ -631,7 +653,7 @@ pub(crate) fn resolve<'a>(
     let funding = rec.funding_source.as_deref().map(str::trim_ascii).and_then(|code| match profile
         .local_funding(code)
     {
-        Some(l) => Some(Coded { code, text: &l.text, system: &l.system }),
+        Some(l) => Some(Coded::plain(code, &l.text, &l.system)),
         None => c.coded("funding_source", code, sets.funding, "funding source"),
     });
     let vis = resolve_vis(&mut c, rec, profile, cvx);
@@ -756,7 +778,7 @@ fn check_cvx<'a>(c: &mut Check<'_>, code: &'a str, kind: DoseKind) -> Option<Cod
         }
         _ => {}
     }
-    Some(Coded { code, text: e.short_description, system: "CVX" })
+    Some(Coded { code, text: e.short_description, system: "CVX", hl7: e.hl7 })
 }
 
 /// True when `haystack` contains the lowercase ASCII `needle`, ignoring ASCII case.
@@ -846,18 +868,20 @@ fn resolve_vis<'a>(
         let use_barcode = barcode.is_some() && profile.vis_method == VisMethod::Barcode;
         if use_barcode {
             let gdti = barcode.unwrap_or_default();
-            out.push(ResolvedVis::Barcode {
-                gdti,
-                document: known.map_or("", |k| k.document),
-                presented,
-            });
+            let document = match known {
+                Some(k) => Coded { code: gdti, text: k.document, system: "cdcgs1vis", hl7: k.hl7 },
+                None => Coded::plain(gdti, "", "cdcgs1vis"),
+            };
+            out.push(ResolvedVis::Barcode { document, presented });
             continue;
         }
         // Vaccine-type method: the VIS's vaccine (or the dose's), and a publication date.
         let vt = v.vaccine_type.as_deref().map(str::trim_ascii);
         let vt_coded = match vt {
             Some(code) => match codes::cvx(code) {
-                Some(e) => Some(Coded { code, text: e.short_description, system: "CVX" }),
+                Some(e) => {
+                    Some(Coded { code, text: e.short_description, system: "CVX", hl7: e.hl7 })
+                }
                 None => {
                     c.fail(field("vaccine_type"), format!("CVX {code} is not a CDC vaccine code"));
                     continue;
@@ -874,12 +898,9 @@ fn resolve_vis<'a>(
             })
         });
         match (vt_coded, published) {
-            (Some(t), Some(published)) => out.push(ResolvedVis::VaccineType {
-                cvx: t.code,
-                text: t.text,
-                published,
-                presented,
-            }),
+            (Some(vaccine), Some(published)) => {
+                out.push(ResolvedVis::VaccineType { vaccine, published, presented })
+            }
             (_, None) => {
                 c.fail(field("published"), "is required when the VIS has no barcode string")
             }
@@ -937,6 +958,18 @@ mod tests {
             text.iter().any(|t| t.contains("NDC 59267-1000-02 is CVX 208, not CVX 999")),
             "{text:?}"
         );
+    }
+
+    #[test]
+    fn pre_encoded_languages_are_what_the_writer_would_send() {
+        for &(code, text, hl7) in LANGUAGES {
+            assert_eq!(hl7, format!("{code}^{text}^ISO639"));
+            let d = crate::hl7::Delimiters::default();
+            assert_eq!(
+                (crate::hl7::escape(code, &d), crate::hl7::escape(text, &d)),
+                (code.into(), text.into())
+            );
+        }
     }
 
     #[test]

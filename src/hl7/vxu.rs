@@ -105,7 +105,18 @@ fn opt(v: &Option<String>) -> &str {
 }
 
 fn coded(w: &mut Writer, f: u16, c: &Coded<'_>) {
-    w.comps(f, &[c.code, c.text, c.system]);
+    coded_at(w, f, 1, 1, c);
+}
+
+/// A coded value as components `c`..`c + 2` of repetition `rep` of field `f`: the table's
+/// pre-encoded form when it has one, else each part escaped.
+fn coded_at(w: &mut Writer, f: u16, rep: u16, c: u16, value: &Coded<'_>) {
+    if value.hl7.is_empty() {
+        w.put((f, rep, c, 1), value.code).put((f, rep, c + 1, 1), value.text);
+        w.put((f, rep, c + 2, 1), value.system);
+    } else {
+        w.triplet(f, rep, c, value.hl7);
+    }
 }
 
 fn xad(w: &mut Writer, f: u16, a: &Address) {
@@ -196,7 +207,7 @@ fn encode(
     w.field(8, p.sex.trim_ascii());
     for (i, race) in r.race.iter().enumerate() {
         let rep = u16::try_from(i + 1).unwrap_or(u16::MAX);
-        w.comps_in(10, rep, &[race.code, race.text, race.system]);
+        coded_at(&mut w, 10, rep, 1, race);
     }
     if let Some(a) = &p.address {
         xad(&mut w, 11, a);
@@ -283,7 +294,7 @@ fn encode(
     };
     coded(&mut w, 5, primary);
     if let Some(alt) = alternate {
-        w.comp(5, 4, alt.code).comp(5, 5, alt.text).comp(5, 6, alt.system);
+        coded_at(&mut w, 5, 1, 4, alt);
     }
     match (&r.kind, &r.dose_ml) {
         (DoseKind::Refused(_), _) | (_, None) => {
@@ -329,9 +340,9 @@ fn encode(
 
     // RXR ---------------------------------------------------------------------------------
     if let (false, Some(route)) = (refused, r.route) {
-        w.segment("RXR").comps(1, &[route.ncit, route.text, "NCIT"]);
-        if profile.route_alternate && !route.hl70162.is_empty() {
-            w.comp(1, 4, route.hl70162).comp(1, 5, route.text).comp(1, 6, "HL70162");
+        w.segment("RXR").triplet(1, 1, 1, route.hl7);
+        if profile.route_alternate {
+            w.triplet(1, 1, 4, route.hl7_alternate);
         }
         if let Some(site) = &r.site {
             coded(&mut w, 2, site);
@@ -357,18 +368,16 @@ fn encode(
         for v in &r.vis {
             obx.next_group();
             match v {
-                ResolvedVis::Barcode { gdti, document, presented } => {
-                    let doc = Coded { code: gdti, text: document, system: "cdcgs1vis" };
-                    obx.coded(&mut w, "69764-9^Document type^LN", &doc, None);
+                ResolvedVis::Barcode { document, presented } => {
+                    obx.coded(&mut w, "69764-9^Document type^LN", document, None);
                     obx.date(
                         &mut w,
                         "29769-7^Date vaccine information statement presented^LN",
                         presented,
                     );
                 }
-                ResolvedVis::VaccineType { cvx, text, published, presented } => {
-                    let vt = Coded { code: cvx, text, system: "CVX" };
-                    obx.coded(&mut w, "30956-7^Vaccine type^LN", &vt, None);
+                ResolvedVis::VaccineType { vaccine, published, presented } => {
+                    obx.coded(&mut w, "30956-7^Vaccine type^LN", vaccine, None);
                     obx.date(
                         &mut w,
                         "29768-9^Date vaccine information statement published^LN",

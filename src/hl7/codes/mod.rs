@@ -31,6 +31,8 @@ pub(crate) struct CvxEntry {
     pub code: &'static str,
     pub short_description: &'static str,
     pub status: CvxStatus,
+    /// `code^short_description^CVX`, escaped and joined as RXA-5 sends it.
+    pub hl7: &'static str,
 }
 
 /// One MVX manufacturer code.
@@ -40,6 +42,8 @@ pub(crate) struct MvxEntry {
     pub name: &'static str,
     #[allow(dead_code)]
     pub active: bool,
+    /// `code^name^MVX`, escaped and joined as RXA-17 sends it.
+    pub hl7: &'static str,
 }
 
 /// Whether an NDC is a unit of sale (carton) or a unit of use (vial, syringe).
@@ -60,6 +64,8 @@ pub(crate) struct NdcEntry {
     pub cvx: &'static str,
     pub mvx: &'static str,
     pub name: &'static str,
+    /// `ndc^name^NDC`, escaped and joined as RXA-5 sends it.
+    pub hl7: &'static str,
 }
 
 /// One VIS / EUA fact sheet edition.
@@ -70,6 +76,8 @@ pub(crate) struct VisEntry {
     pub document: &'static str,
     pub edition: &'static str,
     pub current: bool,
+    /// `gdti^document^cdcgs1vis`, escaped and joined as the 69764-9 OBX-5 sends it.
+    pub hl7: &'static str,
 }
 
 /// Compares two table keys in byte order, as `str::cmp` does, but inline: the keys are short
@@ -78,6 +86,28 @@ pub(crate) struct VisEntry {
 #[inline]
 pub(crate) fn key_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     let (a, b) = (a.as_bytes(), b.as_bytes());
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// [`key_cmp`] for long keys (NDCs, 24-digit VIS barcodes that share a 12-digit prefix):
+/// eight bytes at a time as big-endian words, which order as their bytes do.
+#[inline]
+fn long_key_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    while let (Some((x, a_rest)), Some((y, b_rest))) =
+        (a.split_first_chunk(), b.split_first_chunk())
+    {
+        let (x, y) = (u64::from_be_bytes(*x), u64::from_be_bytes(*y));
+        if x != y {
+            return x.cmp(&y);
+        }
+        (a, b) = (a_rest, b_rest);
+    }
     for (x, y) in a.iter().zip(b) {
         if x != y {
             return x.cmp(y);
@@ -98,12 +128,12 @@ pub(crate) fn mvx(code: &str) -> Option<&'static MvxEntry> {
 
 /// The NDC entry for a dashed 5-4-2 NDC.
 pub(crate) fn ndc(code: &str) -> Option<&'static NdcEntry> {
-    NDC_TABLE.binary_search_by(|e| key_cmp(e.ndc, code)).ok().map(|i| &NDC_TABLE[i])
+    NDC_TABLE.binary_search_by(|e| long_key_cmp(e.ndc, code)).ok().map(|i| &NDC_TABLE[i])
 }
 
 /// The VIS entry for a 24-digit fully encoded string.
 pub(crate) fn vis(gdti: &str) -> Option<&'static VisEntry> {
-    VIS_TABLE.binary_search_by(|e| key_cmp(e.gdti, gdti)).ok().map(|i| &VIS_TABLE[i])
+    VIS_TABLE.binary_search_by(|e| long_key_cmp(e.gdti, gdti)).ok().map(|i| &VIS_TABLE[i])
 }
 
 /// True when a VIS must be documented for vaccine `cvx` (IZ-24, PHVS_VISVaccines_IIS).
@@ -120,25 +150,42 @@ pub(crate) fn is_covid(code: &str) -> bool {
     })
 }
 
-/// A route of administration: NCIT code, text, and the HL7 table 0162 code sent as alternate.
+/// A route of administration: its NCIT code, and the RXR-1 components pre-encoded (no route
+/// text holds a delimiter: they are the literals below).
 #[derive(Debug)]
 pub(crate) struct Route {
     pub ncit: &'static str,
-    pub text: &'static str,
-    pub hl70162: &'static str,
+    /// `ncit^text^NCIT`, RXR-1.1-3.
+    pub hl7: &'static str,
+    /// `hl70162^text^HL70162`, RXR-1.4-6, the HL7 table 0162 alternate; empty when there is none.
+    pub hl7_alternate: &'static str,
+}
+
+/// A [`Route`] from its NCIT code, text and HL7 0162 code.
+macro_rules! route {
+    ($ncit:literal, $text:literal, "") => {
+        Route { ncit: $ncit, hl7: concat!($ncit, "^", $text, "^NCIT"), hl7_alternate: "" }
+    };
+    ($ncit:literal, $text:literal, $hl70162:literal) => {
+        Route {
+            ncit: $ncit,
+            hl7: concat!($ncit, "^", $text, "^NCIT"),
+            hl7_alternate: concat!($hl70162, "^", $text, "^HL70162"),
+        }
+    };
 }
 
 /// The NCIT routes of the CDC guide, with their HL7 0162 equivalents (the IG example sends
 /// `C28161^IM^NCIT^IM^^HL70162`). Sorted by NCIT code.
 const ROUTES: &[Route] = &[
-    Route { ncit: "C28161", text: "Intramuscular", hl70162: "IM" },
-    Route { ncit: "C38238", text: "Intradermal", hl70162: "ID" },
-    Route { ncit: "C38276", text: "Intravenous", hl70162: "IV" },
-    Route { ncit: "C38284", text: "Nasal", hl70162: "NS" },
-    Route { ncit: "C38288", text: "Oral", hl70162: "PO" },
-    Route { ncit: "C38299", text: "Subcutaneous", hl70162: "SC" },
-    Route { ncit: "C38305", text: "Transdermal", hl70162: "TD" },
-    Route { ncit: "C38676", text: "Percutaneous", hl70162: "" },
+    route!("C28161", "Intramuscular", "IM"),
+    route!("C38238", "Intradermal", "ID"),
+    route!("C38276", "Intravenous", "IV"),
+    route!("C38284", "Nasal", "NS"),
+    route!("C38288", "Oral", "PO"),
+    route!("C38299", "Subcutaneous", "SC"),
+    route!("C38305", "Transdermal", "TD"),
+    route!("C38676", "Percutaneous", ""),
 ];
 
 /// The route with NCIT code `ncit`.
@@ -173,11 +220,65 @@ mod tests {
         assert!(sorted(ROUTES, |r| r.ncit));
     }
 
+    /// What the writer sends for `code^text^system` escaped part by part (`comps`).
+    fn written(code: &str, text: &str, system: &str) -> String {
+        let mut w = crate::hl7::Writer::new();
+        w.segment("X").comps(1, &[code, text, system]);
+        w.finish()
+    }
+
+    /// What the writer sends for a pre-encoded triplet.
+    fn copied(hl7: &'static str) -> String {
+        let mut w = crate::hl7::Writer::new();
+        w.segment("X").triplet(1, 1, 1, hl7);
+        w.finish()
+    }
+
+    #[test]
+    fn pre_encoded_triplets_are_what_the_writer_would_send() {
+        let mut n = 0;
+        let mut check = |code: &str, text: &str, system: &str, hl7: &'static str| {
+            if code.is_empty() || system.is_empty() {
+                assert_eq!(hl7, "", "{code} {system}");
+            } else {
+                assert_eq!(copied(hl7), written(code, text, system), "{hl7}");
+                n += 1;
+            }
+        };
+        CVX_TABLE.iter().for_each(|e| check(e.code, e.short_description, "CVX", e.hl7));
+        MVX_TABLE.iter().for_each(|e| check(e.code, e.name, "MVX", e.hl7));
+        NDC_TABLE.iter().for_each(|e| check(e.ndc, e.name, "NDC", e.hl7));
+        VIS_TABLE.iter().for_each(|e| check(e.gdti, e.document, "cdcgs1vis", e.hl7));
+        for vs in crate::hl7::nist::VALUE_SETS {
+            vs.codes.iter().for_each(|&(code, text, system, hl7)| check(code, text, system, hl7));
+        }
+        assert!(n > 3000, "{n}");
+        // An escaped text (MVX VET: `GmbH & Co. KG`) is copied escaped.
+        assert!(mvx("VET").is_some_and(|e| e.hl7.contains("GmbH \\T\\ Co.")));
+        for r in ROUTES {
+            let (ncit, text) = r.hl7.split_once('^').unwrap_or_default();
+            let text = text.trim_end_matches("^NCIT");
+            assert_eq!(copied(r.hl7), written(ncit, text, "NCIT"));
+            if let Some((code, _)) = r.hl7_alternate.split_once('^') {
+                assert_eq!(copied(r.hl7_alternate), written(code, text, "HL70162"));
+            }
+        }
+    }
+
     #[test]
     fn key_cmp_is_byte_order() {
         for (a, b) in [("03", "3"), ("1", "10"), ("10", "1"), ("", "a"), ("208", "208"), ("é", "z")]
         {
             assert_eq!(key_cmp(a, b), a.cmp(b), "{a:?} {b:?}");
+            assert_eq!(long_key_cmp(a, b), a.cmp(b), "{a:?} {b:?}");
+        }
+        let long = ["59267-1000-02", "59267-1000-0", "59267-1000-021", "59267-1001-02", "5926710"];
+        let vis = ["253088698300063911250131", "253088698300063911250132", "2530886983000639"];
+        for a in long.iter().chain(&vis) {
+            for b in long.iter().chain(&vis).chain(&["", "é", "59267-1000-0é"]) {
+                assert_eq!(long_key_cmp(a, b), a.cmp(b), "{a:?} {b:?}");
+                assert_eq!(long_key_cmp(b, a), b.cmp(a), "{b:?} {a:?}");
+            }
         }
     }
 

@@ -89,13 +89,18 @@ pub(crate) enum GroupItem {
     Group { name: &'static str, usage: Usage, min: u16, max: u16, children: &'static [GroupItem] },
 }
 
-/// A value set: `(code, display, code system)` sorted by code.
+/// One code of a value set: `(code, display, code system, hl7)`, where `hl7` is
+/// `code^display^system` escaped and joined as the VXU writer sends it (empty when the code or
+/// the system is empty).
+pub(crate) type CodeDef = (&'static str, &'static str, &'static str, &'static str);
+
+/// A value set: [`CodeDef`]s sorted by code.
 #[derive(Debug)]
 #[allow(dead_code)]
 pub(crate) struct ValueSetDef {
     pub id: &'static str,
     pub name: &'static str,
-    pub codes: &'static [(&'static str, &'static str, &'static str)],
+    pub codes: &'static [CodeDef],
 }
 
 /// The value set with binding id `id` (e.g. `HL70163_IZ`).
@@ -103,14 +108,40 @@ pub(crate) fn value_set(id: &str) -> Option<&'static ValueSetDef> {
     VALUE_SETS.binary_search_by(|v| v.id.cmp(id)).ok().map(|i| &VALUE_SETS[i])
 }
 
-/// The `(code, display, code system)` entry of `code` in value set `vs`.
+/// The `(code, display, code system, hl7)` entry of `code` in value set `vs`.
 #[inline]
-pub(crate) fn code_in(
-    vs: &'static ValueSetDef,
-    code: &str,
-) -> Option<&'static (&'static str, &'static str, &'static str)> {
+pub(crate) fn code_in(vs: &'static ValueSetDef, code: &str) -> Option<&'static CodeDef> {
+    // Most bound value sets are small (sex, eligibility, sites …): a scan with a cheap equality
+    // test beats the ordered compares of a binary search there.
+    if vs.codes.len() <= SCAN_MAX {
+        return vs.codes.iter().find(|c| short_eq(c.0, code));
+    }
     let i = vs.codes.binary_search_by(|c| super::codes::key_cmp(c.0, code)).ok()?;
     vs.codes.get(i)
+}
+
+/// Value sets up to this many codes are scanned rather than searched.
+const SCAN_MAX: usize = 32;
+
+/// `a == b`, without a `memcmp` call for the short codes of value sets: same length, then the
+/// first and last four bytes, which together cover every byte of a code of 4 to 8 bytes; a code
+/// of up to 3 bytes is its first, middle and last byte.
+#[inline(always)]
+fn short_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        0 => true,
+        1..=3 => [a[0], a[n / 2], a[n - 1]] == [b[0], b[n / 2], b[n - 1]],
+        4..=8 => {
+            a.first_chunk::<4>() == b.first_chunk::<4>()
+                && a.last_chunk::<4>() == b.last_chunk::<4>()
+        }
+        _ => a == b,
+    }
 }
 
 /// The display text of `code` in value set `id`, when the code is in it.
@@ -162,4 +193,30 @@ pub(crate) fn datatype_def(profile: Profile, id: &str) -> Option<&'static Dataty
         Profile::Z23 => Z23_DATATYPES,
     };
     defs.binary_search_by(|d| d.id.cmp(id)).ok().map(|i| &defs[i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_eq_is_equality() {
+        let words = ["", "F", "FM", "V01", "V02", "V0", "2106-3", "2106-4", "3106-3", "PHC70"];
+        let more = ["VXC40", "VXC4", "CDCPHINVS", "CDCPHINVT", "é", "aé", "éa", "2106-3 "];
+        for a in words.iter().chain(&more) {
+            for b in words.iter().chain(&more) {
+                assert_eq!(short_eq(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn code_in_finds_every_code_of_every_set() {
+        for vs in VALUE_SETS {
+            for c in vs.codes {
+                assert_eq!(code_in(vs, c.0).map(|f| f.0), Some(c.0), "{} {}", vs.id, c.0);
+            }
+            assert!(code_in(vs, "no such code").is_none(), "{}", vs.id);
+        }
+    }
 }
