@@ -121,8 +121,9 @@ impl Batcher<'_> {
 
 /// Imports `path` into `store`; `progress` is told the bytes read so far.
 ///
-/// Two threads: this one writes batches to the store while a reader thread parses the next
-/// batch, hashes each record and generates its message, so the CPU work overlaps the disk's.
+/// Three threads: this one writes batches to the store while a reader thread parses the next
+/// batch, hashes each record and generates its message, so the CPU work overlaps the disk's,
+/// and a third checkpoints the WAL into the database file on its own connection.
 ///
 /// # Errors
 /// [`Error::Read`] when the file cannot be read, [`Error::Store`] when the database fails.
