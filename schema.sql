@@ -1,7 +1,7 @@
 -- izrelay local database: the complete fresh schema (store/schema.rs runs it on a new file and
 -- upgrades older files step by step). Times are INTEGER milliseconds since 1970 UTC.
--- Every audit query is an index lookup: patient MRN, vaccination id, MSH-10, status, provider,
--- created time, CVX and lot each have an index.
+-- Every audit query is an index lookup: patient MRN, vaccination id, MSH-10, status, provider
+-- (of a message), created time, CVX and lot each have an index.
 
 -- The local copy of every record received (Dataverse pull or file import).
 CREATE TABLE vaccination (
@@ -18,7 +18,6 @@ CREATE TABLE vaccination (
     updated_at      INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX vaccination_patient ON vaccination(patient_id);
-CREATE INDEX vaccination_provider ON vaccination(provider_id);
 CREATE INDEX vaccination_cvx ON vaccination(cvx);
 CREATE INDEX vaccination_lot ON vaccination(lot);
 
@@ -124,4 +123,4 @@ CREATE TABLE dataverse_row (
     updated_at      INTEGER NOT NULL
 ) STRICT;
 
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;

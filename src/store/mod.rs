@@ -218,6 +218,78 @@ impl Store {
     }
 }
 
+/// `wal_autocheckpoint` (pages) of the writer during a bulk import. A second connection
+/// checkpoints after every batch ([`Store::checkpointer`]); the writer checkpoints itself only
+/// when the WAL has grown past this (~16 MiB), which bounds the WAL if the other one lags.
+const BULK_AUTOCHECKPOINT: i64 = 4096;
+
+/// `cache_size` (KiB, negative as SQLite wants it) of the writer during a bulk import: a
+/// 1,000-record batch dirties ~4.4 MiB of pages, more than the default 2 MiB cache, which made
+/// SQLite spill pages to the WAL mid-transaction and read them back.
+const BULK_CACHE_KIB: i64 = -16 * 1024;
+
+/// The writer's settings saved by [`Store::bulk_begin`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Saved {
+    autocheckpoint: i64,
+    cache_size: i64,
+}
+
+impl Store {
+    /// Sets the writer connection up for a bulk import: a larger page cache, and checkpoints
+    /// left to a [`Store::checkpointer`] until the WAL grows past ~16 MiB. Durability is
+    /// unchanged (`synchronous=FULL`: every commit is synced before it returns).
+    pub(crate) fn bulk_begin(&self) -> Result<Saved> {
+        let saved = Saved {
+            autocheckpoint: self
+                .conn
+                .pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))?,
+            cache_size: self.conn.pragma_query_value(None, "cache_size", |r| r.get(0))?,
+        };
+        self.conn.pragma_update(None, "wal_autocheckpoint", BULK_AUTOCHECKPOINT)?;
+        self.conn.pragma_update(None, "cache_size", BULK_CACHE_KIB)?;
+        Ok(saved)
+    }
+
+    /// Puts back what [`Store::bulk_begin`] changed.
+    pub(crate) fn bulk_end(&self, saved: Saved) -> Result<()> {
+        self.conn.pragma_update(None, "wal_autocheckpoint", saved.autocheckpoint)?;
+        self.conn.pragma_update(None, "cache_size", saved.cache_size)?;
+        Ok(())
+    }
+
+    /// A second connection to the same file, to checkpoint the WAL on another thread while
+    /// this one writes; `None` for an in-memory database.
+    pub(crate) fn checkpointer(&self) -> Result<Option<Checkpointer>> {
+        if self.path.as_os_str() == ":memory:" {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // The checkpoint syncs the WAL before copying and the database file after.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        Ok(Some(Checkpointer { conn }))
+    }
+}
+
+/// A connection that only checkpoints (see [`Store::checkpointer`]).
+#[derive(Debug)]
+pub(crate) struct Checkpointer {
+    conn: Connection,
+}
+
+impl Checkpointer {
+    /// `PRAGMA wal_checkpoint(PASSIVE)`: copies the committed frames no reader still needs
+    /// into the database file, without waiting for or blocking the writer.
+    pub(crate) fn passive(&self) -> Result<()> {
+        self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
 /// [`Error::Damaged`] when SQLite says the file is corrupt or not a database, [`Error::Locked`]
 /// when another process kept it locked past the busy timeout, else the error.
 fn damaged(path: &Path, e: rusqlite::Error) -> Error {

@@ -103,10 +103,42 @@ pub fn generate(rec: &Record, profile: &MessageProfile, now: DateTime<FixedOffse
     }
 }
 
+/// The statement that inserts a notification log row (see [`insert_generation_with`]).
+pub(crate) const INSERT_LOG_SQL: &str = "INSERT INTO notification_log
+   (vaccination_id, provider_id, control_id, status, message, reasons, record_hash,
+    next_attempt_at, created_at, updated_at)
+ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8)";
+
 /// Inserts a generation of `rec` inside `tx`, superseding the unsent rows of the same
 /// vaccination first unless `first` says there can be none.
 pub(crate) fn insert_generation(
     tx: &Transaction<'_>,
+    vaccination_id: &str,
+    provider_id: Option<&str>,
+    record_hash: &[u8],
+    generated: Generated,
+    first: bool,
+    now: DateTime<FixedOffset>,
+) -> Result<Generation> {
+    let mut insert = tx.prepare_cached(INSERT_LOG_SQL)?;
+    insert_generation_with(
+        tx,
+        &mut insert,
+        vaccination_id,
+        provider_id,
+        record_hash,
+        generated,
+        first,
+        now,
+    )
+}
+
+/// [`insert_generation`] with the insert statement ([`INSERT_LOG_SQL`]) already prepared, so
+/// an intake of a thousand records prepares it once rather than once per record.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn insert_generation_with(
+    tx: &Transaction<'_>,
+    insert: &mut rusqlite::Statement<'_>,
     vaccination_id: &str,
     provider_id: Option<&str>,
     record_hash: &[u8],
@@ -130,13 +162,7 @@ pub(crate) fn insert_generation(
             (Status::Invalid, None, None, Some(reasons))
         }
     };
-    tx.prepare_cached(
-        "INSERT INTO notification_log
-           (vaccination_id, provider_id, control_id, status, message, reasons, record_hash,
-            next_attempt_at, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8)",
-    )?
-    .execute(params![
+    insert.execute(params![
         vaccination_id,
         provider_id,
         control,
