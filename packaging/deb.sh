@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Debian package: the binary (profile `dist`: release with full LTO, one codegen unit;
+# Builds the Debian package: the binary (profile `dist`: built for size, full LTO, one codegen unit;
 # without the `simulators` feature, so no `izrelay sim` or `izrelay demo`), then the man pages
 # and shell completions it generates (assets under target/release/packaging/ in Cargo.toml,
 # which cargo-deb maps to target/dist/), then `cargo deb`.
