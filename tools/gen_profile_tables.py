@@ -34,6 +34,8 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from hl7text import hl7_coded
+
 FILES = {
     "z22_profile": "VXU-Z22_Profile.xml",
     "z23_profile": "ACK-Z23_Profile.xml",
@@ -74,21 +76,6 @@ def rust_str(text: str) -> str:
             out.append(ch)
     out.append('"')
     return "".join(out)
-
-
-# HL7 escaping under the CDC delimiters, as src/hl7/escape.rs writes it: the five delimiters
-# become \F\ \S\ \T\ \R\ \E\, CR and LF the hex escapes \X0D\ and \X0A\.
-HL7_ESCAPES = {"|": "\\F\\", "^": "\\S\\", "&": "\\T\\", "~": "\\R\\", "\\": "\\E\\",
-               "\r": "\\X0D\\", "\n": "\\X0A\\"}
-
-
-def hl7_coded(code: str, text: str, system: str) -> str:
-    """A CE/CWE triplet `code^text^system` escaped and joined as the VXU writer sends it (one copy
-    per message instead of three escaped values); "" when code or system is empty (the writer
-    then escapes the parts itself, trimming as it goes)."""
-    if not code or not system:
-        return ""
-    return "^".join("".join(HL7_ESCAPES.get(ch, ch) for ch in part) for part in (code, text, system))
 
 
 def usage(value: str | None, where: str) -> str:
