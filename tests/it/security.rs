@@ -457,7 +457,11 @@ fn an_iis_answer_over_max_response_bytes_is_never_accepted() {
         let path = |name: &str| dir.path().join(name);
         std::fs::write(
             path("config.toml"),
-            "[forward]\nmax_response_bytes = 1024\nretry_base_ms = 600000\nretry_max_ms = 600000\n\
+            // Backoff draws the retry delay from [0, retry_max_ms] (full jitter) and `forward
+            // --once` waits for retries due within 2 s: with a 10-minute cap the retry fell in
+            // that window once in ~300 runs (seen in CI). With ~30 years it practically cannot.
+            "[forward]\nmax_response_bytes = 1024\nretry_base_ms = 1000000000000\n\
+             retry_max_ms = 1000000000000\n\
              request_timeout_secs = 5\n",
         )
         .expect("config");
