@@ -159,6 +159,15 @@ def prepare(d, iis_url, dv_url, changes=(), binary=BIN):
     return base, env
 
 
+def cleanup(procs, d):
+    """Kills what is still running of `procs` and removes the scratch directory `d`."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    shutil.rmtree(d, ignore_errors=True)
+
+
 def main():
     for path, build in ((BIN, "cargo build --release"),
                         (DAEMON_BIN, "cargo build --profile dist --no-default-features")):
@@ -244,11 +253,7 @@ def main():
         print(f"daemon binary ({os.path.relpath(DAEMON_BIN, ROOT)}): {size / 1e6:.1f} MB as built, "
               f"{os.path.getsize(stripped) / 1e6:.1f} MB stripped")
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        shutil.rmtree(d, ignore_errors=True)
+        cleanup(procs, d)
 
 
 if __name__ == "__main__":

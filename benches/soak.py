@@ -17,7 +17,6 @@ stops and the daemon is given time to drain and sync. Reported, as the issue ask
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -32,7 +31,7 @@ RATE = int(os.environ.get("SOAK_RATE", "20"))  # records per second by import
 SET = "msemr_medicationadministrations"
 FAULTS = "http500,http503,http429,http408,drop,lost_ack,unknown_fault,html,garbage,ack207,slow"
 sys.path.insert(0, os.path.join(ROOT, "benches"))
-from daemon import row, start_sim, rss_kib, fds, metric, prepare  # noqa: E402
+from daemon import row, start_sim, rss_kib, fds, metric, prepare, cleanup  # noqa: E402
 
 
 def record(base, i):
@@ -138,11 +137,7 @@ def main():
         print("RSS / anonymous by minute (MiB): " + ", ".join(
             f"{t / 60:.0f}: {r / 1024:.1f}/{a / 1024:.1f}" for t, r, a in samples))
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        shutil.rmtree(d, ignore_errors=True)
+        cleanup(procs, d)
 
 
 if __name__ == "__main__":

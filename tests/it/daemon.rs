@@ -67,6 +67,36 @@ impl Drop for DvSim {
     }
 }
 
+/// The shipped example config pointed at both simulators (their CA files `sim-ca.pem` and
+/// `dv-ca.pem` in `dir`), with fast retries, pull and sync every second, `/metrics` on a
+/// loopback port, and the `more` replacements (text, new text).
+pub(crate) fn sim_config(dir: &Path, dv_url: &str, more: &[(&str, &str)]) -> String {
+    let example =
+        std::fs::read_to_string(root().join("packaging/config.example.toml")).expect("example");
+    let mut config = example
+        .replace(
+            "# ca_file = \"/etc/izrelay/state-iis-ca.pem\"",
+            &format!("ca_file = {:?}", dir.join("sim-ca.pem")),
+        )
+        .replace("retry_base_ms = 30000", "retry_base_ms = 5")
+        .replace("retry_max_ms = 3600000", "retry_max_ms = 50")
+        .replace(
+            "# url = \"https://contoso.crm.dynamics.com\"",
+            &format!(
+                "url = {dv_url:?}\ntenant_id = \"sim-tenant\"\nclient_id = \"sim-client\"\n\
+                 token_url = \"{dv_url}/sim-tenant/oauth2/v2.0/token\"\nca_file = {:?}",
+                dir.join("dv-ca.pem")
+            ),
+        )
+        .replace("pull_interval_secs = 300", "pull_interval_secs = 1")
+        .replace("sync_interval_secs = 60", "sync_interval_secs = 1")
+        .replace("# metrics_listen = \"127.0.0.1:9464\"", "metrics_listen = \"127.0.0.1:0\"");
+    for (text, new) in more {
+        config = config.replace(text, new);
+    }
+    config
+}
+
 /// A data dir, a config for both simulators, the credentials imported.
 struct Site {
     dir: tempfile::TempDir,
@@ -75,31 +105,16 @@ struct Site {
 impl Site {
     fn new(iis: &Sim, dv: &DvSim, dir: tempfile::TempDir, stop_timeout_secs: u64) -> Site {
         let site = Site { dir };
-        let example =
-            std::fs::read_to_string(root().join("packaging/config.example.toml")).expect("example");
-        let config = example
-            .replace(
-                "# ca_file = \"/etc/izrelay/state-iis-ca.pem\"",
-                &format!("ca_file = {:?}", site.path("sim-ca.pem")),
-            )
-            .replace("retry_base_ms = 30000", "retry_base_ms = 5")
-            .replace("retry_max_ms = 3600000", "retry_max_ms = 50")
-            .replace("circuit_probe_ms = 60000", "circuit_probe_ms = 50")
-            .replace(
-                "# url = \"https://contoso.crm.dynamics.com\"",
-                &format!(
-                    "url = {:?}\ntenant_id = \"sim-tenant\"\nclient_id = \"sim-client\"\n\
-                     token_url = \"{}/sim-tenant/oauth2/v2.0/token\"\nca_file = {:?}",
-                    dv.url,
-                    dv.url,
-                    site.path("dv-ca.pem")
-                ),
-            )
-            .replace("pull_interval_secs = 300", "pull_interval_secs = 1")
-            .replace("sync_interval_secs = 60", "sync_interval_secs = 1")
-            .replace("monitor_interval_secs = 30", "monitor_interval_secs = 1")
-            .replace("stop_timeout_secs = 20", &format!("stop_timeout_secs = {stop_timeout_secs}"))
-            .replace("# metrics_listen = \"127.0.0.1:9464\"", "metrics_listen = \"127.0.0.1:0\"");
+        let stop = format!("stop_timeout_secs = {stop_timeout_secs}");
+        let config = sim_config(
+            site.dir.path(),
+            &dv.url,
+            &[
+                ("circuit_probe_ms = 60000", "circuit_probe_ms = 50"),
+                ("monitor_interval_secs = 30", "monitor_interval_secs = 1"),
+                ("stop_timeout_secs = 20", &stop),
+            ],
+        );
         std::fs::write(site.path("config.toml"), config).expect("config");
         let entries = [("PRV-001", "clinic-17", PASSWORD)];
         write_settings(&site.path("Settings.xml"), &iis.url, &entries);

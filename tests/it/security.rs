@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::daemon::DvSim;
+use crate::daemon::{DvSim, sim_config};
 use crate::forward::{Sim, sim_accounts, text, write_records, write_settings};
 use crate::util::{izrelay, root};
 
@@ -38,28 +38,7 @@ struct Site {
 impl Site {
     fn new(iis: &Sim, dv: &DvSim, dir: tempfile::TempDir) -> Site {
         let site = Site { dir, transcript: Vec::new() };
-        let example =
-            std::fs::read_to_string(root().join("packaging/config.example.toml")).expect("example");
-        let config = example
-            .replace(
-                "# ca_file = \"/etc/izrelay/state-iis-ca.pem\"",
-                &format!("ca_file = {:?}", site.path("sim-ca.pem")),
-            )
-            .replace("retry_base_ms = 30000", "retry_base_ms = 5")
-            .replace("retry_max_ms = 3600000", "retry_max_ms = 50")
-            .replace(
-                "# url = \"https://contoso.crm.dynamics.com\"",
-                &format!(
-                    "url = {:?}\ntenant_id = \"sim-tenant\"\nclient_id = \"sim-client\"\n\
-                     token_url = \"{}/sim-tenant/oauth2/v2.0/token\"\nca_file = {:?}",
-                    dv.url,
-                    dv.url,
-                    site.path("dv-ca.pem")
-                ),
-            )
-            .replace("pull_interval_secs = 300", "pull_interval_secs = 1")
-            .replace("sync_interval_secs = 60", "sync_interval_secs = 1")
-            .replace("# metrics_listen = \"127.0.0.1:9464\"", "metrics_listen = \"127.0.0.1:0\"");
+        let config = sim_config(site.dir.path(), &dv.url, &[]);
         assert!(config.contains(&dv.url) && config.contains("metrics_listen = \"127.0.0.1:0\""));
         std::fs::write(site.path("config.toml"), config).expect("config");
         let _ = iis;
