@@ -22,13 +22,16 @@ CREATE INDEX vaccination_cvx ON vaccination(cvx);
 CREATE INDEX vaccination_lot ON vaccination(lot);
 
 -- One row per generated message: the outbox and the audit trail (store/outbox.rs).
+-- The status CHECK is a chain of `=` rather than `IN (...)`: SQLite checks an IN list of more
+-- than two values by building a temporary index, once for every row inserted or updated.
 CREATE TABLE notification_log (
     id              INTEGER PRIMARY KEY,
     vaccination_id  TEXT NOT NULL REFERENCES vaccination(id),
     provider_id     TEXT,
     control_id      TEXT UNIQUE,               -- MSH-10; NULL for an invalid record
-    status          TEXT NOT NULL CHECK (status IN
-                        ('invalid','queued','sending','accepted','rejected','failed','superseded')),
+    status          TEXT NOT NULL CHECK (status = 'invalid' OR status = 'queued'
+                        OR status = 'sending' OR status = 'accepted' OR status = 'rejected'
+                        OR status = 'failed' OR status = 'superseded'),
     message         TEXT,                      -- the VXU (CR-separated); NULL once purged
     reasons         TEXT,                      -- JSON: why invalid, or why failed
     record_hash     BLOB NOT NULL,             -- the record version this message was built from
@@ -123,4 +126,4 @@ CREATE TABLE dataverse_row (
     updated_at      INTEGER NOT NULL
 ) STRICT;
 
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;

@@ -42,12 +42,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// The same rows izrelay writes (a vaccination row and a queued message per record, the same
 /// schema and indexes), inserted with plain prepared statements in 1,000-row transactions on
-/// one connection with the pragmas izrelay's writer has during an import (WAL,
+/// one connection with the pragmas izrelay's writer has during an import (its page size, WAL,
 /// synchronous=FULL, journal_size_limit 4 MiB, a 16 MiB page cache). Checkpoints are SQLite's
 /// default (every 1,000 pages, on the writing connection): moving them to another thread is one
 /// of the things izrelay does that a simple batched insert does not.
 fn raw_insert(path: &Path, rows: &[(String, String, String, String)]) -> f64 {
     let mut c = Connection::open(path).expect("open");
+    c.pragma_update(None, "page_size", izrelay::store::PAGE_SIZE).expect("page size");
     c.pragma_update(None, "journal_mode", "WAL").expect("wal");
     c.pragma_update(None, "synchronous", "FULL").expect("sync");
     c.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024).expect("limit");

@@ -99,6 +99,15 @@ pub struct Store {
 /// How long a writer waits for another process's lock before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Page size of a new database file, in bytes (SQLite's default is 4,096). A stored record
+/// (~1.4 KB of JSON) and its message (~1.5 KB of VXU) fill a 4 KiB page two or three to a page,
+/// with the rest of the page left over; at 8 KiB the same rows leave less unused, there are half
+/// as many pages and b-tree levels to walk and balance, and each WAL frame carries twice the
+/// data for one header and checksum. Measured on a 20,000-record import (BENCHMARKS.md, store):
+/// 19 % fewer bytes on disk and ~20 % less CPU for the inserts. 16 KiB saves only a little more
+/// and doubles what every single-row update (a send's outcome) writes to the WAL.
+pub const PAGE_SIZE: u32 = 8192;
+
 impl Store {
     /// Opens (creating 0600 if needed) and upgrades the database at `path`.
     ///
@@ -147,6 +156,10 @@ impl Store {
 
     fn setup(mut conn: Connection, path: PathBuf) -> Result<Self> {
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Takes effect only on a new (empty) file, so it comes before anything writes; an
+        // existing database keeps the page size it was created with (a WAL database cannot
+        // change it). See PAGE_SIZE.
+        conn.pragma_update(None, "page_size", PAGE_SIZE)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;

@@ -184,6 +184,20 @@ fn upgrade_from_the_v1_fixture_equals_a_fresh_database() {
             .expect("v")
     };
     assert_eq!(version(&old), version(&fresh));
+    // The version 4 step edits the stored table definition in place: the file is still sound
+    // and the edited CHECK still refuses a status outside the state machine.
+    let c = Connection::open(&old).expect("open");
+    let check: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("check");
+    assert_eq!(check, "ok");
+    let bad = c.execute(
+        "INSERT INTO notification_log (vaccination_id, status, record_hash, created_at, updated_at)
+         VALUES ('v', 'bogus', x'00', 0, 0)",
+        [],
+    );
+    assert!(
+        bad.as_ref().is_err_and(|e| e.to_string().contains("CHECK constraint failed")),
+        "{bad:?}"
+    );
 }
 
 /// Operations of the model test.
