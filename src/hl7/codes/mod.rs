@@ -227,10 +227,10 @@ mod tests {
         w.finish()
     }
 
-    /// What the writer sends for a pre-encoded triplet.
+    /// What the VXU builder's writer sends for a pre-encoded triplet.
     fn copied(hl7: &'static str) -> String {
-        let mut w = crate::hl7::Writer::new();
-        w.segment("X").triplet(1, 1, 1, hl7);
+        let mut w = crate::hl7::encode::SeqWriter::new();
+        w.segment("X").run("|").text(hl7);
         w.finish()
     }
 
