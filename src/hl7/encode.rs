@@ -340,16 +340,20 @@ impl SeqWriter {
         self
     }
 
-    /// Appends an unsigned number without allocating.
+    /// Appends an unsigned number without allocating: the usual one or two digits (OBX-1 and
+    /// OBX-4 counters, dose numbers) as bytes.
+    #[inline]
     pub fn number(&mut self, n: u32) -> &mut Self {
-        match SMALL_NUMBERS.get(n as usize) {
-            Some(s) => self.text(s),
-            None => {
+        match n {
+            0..=9 => self.out.push(b'0' + n as u8),
+            10..=99 => self.out.extend_from_slice(&[b'0' + (n / 10) as u8, b'0' + (n % 10) as u8]),
+            _ => {
                 let mut digits = Digits::<10>::new();
                 digits.push_u32(n);
-                self.digits(&digits)
+                self.digits(&digits);
             }
         }
+        self
     }
 
     /// Ends the last segment and returns the message text (segments terminated by CR).
@@ -361,12 +365,6 @@ impl SeqWriter {
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 }
-
-/// The numbers OBX-1 and OBX-4 usually hold, as text.
-const SMALL_NUMBERS: [&str; 21] = [
-    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
-    "17", "18", "19", "20",
-];
 
 fn is_separator(c: char) -> bool {
     matches!(c, '|' | '~' | '^' | '&')
@@ -400,6 +398,12 @@ impl<const N: usize> Digits<N> {
     /// An empty value.
     pub const fn new() -> Self {
         Self { buf: [0; N], len: 0 }
+    }
+
+    /// A value of exactly the bytes of `buf`, when each is a digit, `.`, `+` or `-`.
+    pub fn from_array(buf: [u8; N]) -> Option<Self> {
+        let allowed = buf.iter().all(|&b| b.is_ascii_digit() || matches!(b, b'.' | b'+' | b'-'));
+        Some(Self { buf, len: u8::try_from(N).ok()? }).filter(|_| allowed)
     }
 
     /// Appends a digit, `.`, `+` or `-` (any other byte, or a byte past `N`, is dropped).
