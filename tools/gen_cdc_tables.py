@@ -579,8 +579,10 @@ def render(label: str, cvx, mvx, ndc, vis, vis_vaccines) -> str:
     w("#[rustfmt::skip]")
     w("pub(crate) static CVX_TABLE: &[CvxEntry] = &[")
     for e in sort_vals(cvx):
+        unspecified = b"unspecified" in e.desc.encode("utf-8").lower()  # ASCII case only, as in Rust
         w(f"    CvxEntry {{ code: {rust_str(e.code)}, short_description: {rust_str(e.desc)}, "
-          f"status: CvxStatus::{e.status}, hl7: {rust_str(hl7_coded(e.code, e.desc, 'CVX'))} }},")
+          f"status: CvxStatus::{e.status}, unspecified: {'true' if unspecified else 'false'}, "
+          f"hl7: {rust_str(hl7_coded(e.code, e.desc, 'CVX'))} }},")
     w("];")
     w("")
     render_keys(w, "CVX", "CVX_TABLE", "u64", [short_key(e.code) for e in sort_vals(cvx)], 6, lambda k: f"{k:#018x}")

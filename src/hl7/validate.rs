@@ -822,10 +822,7 @@ fn check_cvx<'a>(c: &mut Check<'_>, code: &'a str, kind: DoseKind) -> Option<Cod
     };
     let not_administrable = match e.code {
         "998" | "999" => true,
-        _ => {
-            matches!(e.status, CvxStatus::NeverActive | CvxStatus::Pending)
-                || contains_ignore_ascii_case(e.short_description, "unspecified")
-        }
+        _ => matches!(e.status, CvxStatus::NeverActive | CvxStatus::Pending) || e.unspecified,
     };
     match kind {
         DoseKind::Administered if not_administrable => {
@@ -852,11 +849,6 @@ fn check_cvx<'a>(c: &mut Check<'_>, code: &'a str, kind: DoseKind) -> Option<Cod
         _ => {}
     }
     Some(Coded { code, text: e.short_description, system: "CVX", hl7: e.hl7 })
-}
-
-/// True when `haystack` contains the lowercase ASCII `needle`, ignoring ASCII case.
-fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
-    haystack.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 fn check_address(c: &mut Check<'_>, field: &str, a: &Address) {
@@ -1091,8 +1083,6 @@ mod tests {
         assert_eq!(text(us_phone("555-1234")), None);
         assert_eq!(text(us_phone("206555123x4")), None);
         assert_eq!(text(us_phone("2-206-555-1234")), None);
-        assert!(contains_ignore_ascii_case("DTaP, UNSPECIFIED formulation", "unspecified"));
-        assert!(!contains_ignore_ascii_case("DTaP", "unspecified"));
         assert_eq!(format_ml(0.3), "0.3");
         assert_eq!(format_ml(0.25), "0.25");
         assert_eq!(format_ml(1.0), "1");

@@ -34,6 +34,10 @@ pub(crate) struct CvxEntry {
     pub code: &'static str,
     pub short_description: &'static str,
     pub status: CvxStatus,
+    /// The short description says "unspecified" (in any ASCII case): a code for a vaccine whose
+    /// formulation is not known, which the record check refuses for a dose given here. Worked
+    /// out by the generator so that the check does not scan the description per record.
+    pub unspecified: bool,
     /// `code^short_description^CVX`, escaped and joined as RXA-5 sends it.
     pub hl7: &'static str,
 }
@@ -322,6 +326,15 @@ mod tests {
                 assert_eq!(copied(r.hl7_alternate), written(code, text, "HL70162"));
             }
         }
+    }
+
+    #[test]
+    fn unspecified_flags_follow_the_descriptions() {
+        for e in CVX_TABLE {
+            let said = e.short_description.to_ascii_lowercase().contains("unspecified");
+            assert_eq!(e.unspecified, said, "CVX {}", e.code);
+        }
+        assert!(cvx("213").is_some_and(|e| e.unspecified));
     }
 
     #[test]
