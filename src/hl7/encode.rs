@@ -400,10 +400,10 @@ impl<const N: usize> Digits<N> {
         Self { buf: [0; N], len: 0 }
     }
 
-    /// A value of exactly the bytes of `buf`, when each is a digit, `.`, `+` or `-`.
-    pub fn from_array(buf: [u8; N]) -> Option<Self> {
-        let allowed = buf.iter().all(|&b| b.is_ascii_digit() || matches!(b, b'.' | b'+' | b'-'));
-        Some(Self { buf, len: u8::try_from(N).ok()? }).filter(|_| allowed)
+    /// A value of exactly the bytes of `buf`, when each is an ASCII digit.
+    pub fn from_digits(buf: [u8; N]) -> Option<Self> {
+        let digits = buf.iter().all(u8::is_ascii_digit);
+        Some(Self { buf, len: u8::try_from(N).ok()? }).filter(|_| digits)
     }
 
     /// Appends a digit, `.`, `+` or `-` (any other byte, or a byte past `N`, is dropped).

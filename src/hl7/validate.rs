@@ -266,16 +266,15 @@ fn ymd(s: &str) -> Option<Day> {
 
 /// [`ymd`] on the ten bytes of the text.
 fn ymd_bytes(b: &[u8; 10]) -> Option<Day> {
-    let digits = [b[0], b[1], b[2], b[3], b[5], b[6], b[8], b[9]];
-    if b[4] != b'-' || b[7] != b'-' || !digits.iter().all(u8::is_ascii_digit) {
+    if b[4] != b'-' || b[7] != b'-' {
         return None;
     }
-    let n = |i: usize| u32::from(digits[i] - b'0');
+    let digits = Date::from_digits([b[0], b[1], b[2], b[3], b[5], b[6], b[8], b[9]])?;
+    let n = |i: usize| u32::from(digits.as_bytes()[i] - b'0');
     let year = n(0) * 1000 + n(1) * 100 + n(2) * 10 + n(3);
     let (month, day) = (n(4) * 10 + n(5), n(6) * 10 + n(7));
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
     let days = match month {
-        2 if leap => 29,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
         2 => 28,
         4 | 6 | 9 | 11 => 30,
         1..=12 => 31,
@@ -284,8 +283,7 @@ fn ymd_bytes(b: &[u8; 10]) -> Option<Day> {
     if !(1..=days).contains(&day) {
         return None;
     }
-    let key = i64::from(year * 10_000 + month * 100 + day);
-    Date::from_array(digits).map(|digits| Day { key, digits })
+    Some(Day { key: i64::from(year * 10_000 + month * 100 + day), digits })
 }
 
 /// Parses `administered_at`: RFC 3339 (the clinic's local date is kept) or `YYYY-MM-DD`.

@@ -92,14 +92,23 @@ impl<'a> HdRef<'a> {
     }
 }
 
+// An HD without an OID is its namespace alone: the two separators in front of the empty OID
+// and `ISO` would only be trimmed again by the separator that ends the component or field.
+
 /// Writes an HD as the sub-components of one component (`NS&OID&ISO`).
 fn hd_sub(w: &mut SeqWriter, hd: HdRef<'_>) {
-    w.value(hd.namespace).run("&").value(hd.oid).run("&").text(hd.iso());
+    w.value(hd.namespace);
+    if !hd.oid.is_empty() {
+        w.run("&").value(hd.oid).run("&").text(hd.iso());
+    }
 }
 
 /// Writes an HD as the components of one field (`NS^OID^ISO`).
 fn hd_comps(w: &mut SeqWriter, hd: HdRef<'_>) {
-    w.value(hd.namespace).run("^").value(hd.oid).run("^").text(hd.iso());
+    w.value(hd.namespace);
+    if !hd.oid.is_empty() {
+        w.run("^").value(hd.oid).run("^").text(hd.iso());
+    }
 }
 
 /// Trimmed text of an optional record value.
@@ -394,13 +403,13 @@ fn encode(
         let mut obx = Obx { set_id: 0, sub_id: 0, date: admin_date };
         if let (true, Some(f)) = (profile.send_funding_source, &r.funding) {
             obx.next_group();
-            obx.coded(&mut w, "30963-3^Vaccine funding source^LN", f, None);
+            obx.coded(&mut w, "|CE|30963-3^Vaccine funding source^LN|", f, None);
         }
         if let Some(e) = &r.eligibility {
             obx.next_group();
             obx.coded(
                 &mut w,
-                "64994-7^Vaccine funding program eligibility category^LN",
+                "|CE|64994-7^Vaccine funding program eligibility category^LN|",
                 e,
                 Some("VXC40^Eligibility captured at the immunization level^CDCPHINVS"),
             );
@@ -409,23 +418,23 @@ fn encode(
             obx.next_group();
             match v {
                 ResolvedVis::Barcode { document, presented } => {
-                    obx.coded(&mut w, "69764-9^Document type^LN", document, None);
+                    obx.coded(&mut w, "|CE|69764-9^Document type^LN|", document, None);
                     obx.date(
                         &mut w,
-                        "29769-7^Date vaccine information statement presented^LN",
+                        "|DT|29769-7^Date vaccine information statement presented^LN|",
                         presented,
                     );
                 }
                 ResolvedVis::VaccineType { vaccine, published, presented } => {
-                    obx.coded(&mut w, "30956-7^Vaccine type^LN", vaccine, None);
+                    obx.coded(&mut w, "|CE|30956-7^Vaccine type^LN|", vaccine, None);
                     obx.date(
                         &mut w,
-                        "29768-9^Date vaccine information statement published^LN",
+                        "|DT|29768-9^Date vaccine information statement published^LN|",
                         published,
                     );
                     obx.date(
                         &mut w,
-                        "29769-7^Date vaccine information statement presented^LN",
+                        "|DT|29769-7^Date vaccine information statement presented^LN|",
                         presented,
                     );
                 }
@@ -433,7 +442,7 @@ fn encode(
         }
         if let (true, Some(n)) = (profile.send_dose_number, rec.dose_number) {
             obx.next_group();
-            obx.head(&mut w, "ST", "30973-2^Dose number in series^LN");
+            obx.head(&mut w, "|ST|30973-2^Dose number in series^LN|");
             w.number(n);
             obx.tail(&mut w);
         }
@@ -453,26 +462,30 @@ impl Obx<'_> {
         self.sub_id += 1;
     }
 
-    /// OBX-1 to OBX-4 and the separator in front of OBX-5, the value.
-    fn head(&mut self, w: &mut SeqWriter, value_type: &'static str, loinc: &'static str) {
+    /// OBX-1 to OBX-4 and the separator in front of OBX-5, the value. `observation` is OBX-2
+    /// (value type) and OBX-3 (LOINC) with their separators, `|CE|30963-3^…^LN|`: one constant.
+    /// Inline, so that each call site copies its constant without a `memcpy` call.
+    #[inline(always)]
+    fn head(&mut self, w: &mut SeqWriter, observation: &'static str) {
         self.set_id += 1;
-        w.segment("OBX").run("|").number(self.set_id).run("|").text(value_type);
-        w.run("|").text(loinc).run("|").number(self.sub_id).run("|");
+        w.segment("OBX").run("|").number(self.set_id).run(observation).number(self.sub_id);
+        w.run("|");
     }
 
     /// OBX-11 (result status) and OBX-14 (observation date).
+    #[inline(always)]
     fn tail(&self, w: &mut SeqWriter) {
-        w.run("||||||").text("F").run("|||").digits(self.date);
+        w.run("||||||F|||").digits(self.date);
     }
 
     fn coded(
         &mut self,
         w: &mut SeqWriter,
-        loinc: &'static str,
+        observation: &'static str,
         value: &Coded<'_>,
         method: Option<&'static str>,
     ) {
-        self.head(w, "CE", loinc);
+        self.head(w, observation);
         coded(w, value);
         self.tail(w);
         if let Some(m) = method {
@@ -481,8 +494,8 @@ impl Obx<'_> {
     }
 
     /// An observation whose value is a date (value type DT).
-    fn date(&mut self, w: &mut SeqWriter, loinc: &'static str, value: &Date) {
-        self.head(w, "DT", loinc);
+    fn date(&mut self, w: &mut SeqWriter, observation: &'static str, value: &Date) {
+        self.head(w, observation);
         w.digits(value);
         self.tail(w);
     }
