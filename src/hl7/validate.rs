@@ -192,10 +192,18 @@ impl Check<'_> {
         match nist::code_in(vs, code) {
             Some(&(_, text, system, hl7)) => Some(Coded { code, text, system, hl7 }),
             None => {
-                self.fail(field, format!("{code:?} is not a {what} code ({})", vs.id));
+                self.not_in_set(field, code, vs, what);
                 None
             }
         }
+    }
+
+    /// [`Check::coded`]'s failure, out of line: the message formatting would otherwise weigh on
+    /// every successful lookup (registers saved, a larger frame).
+    #[cold]
+    #[inline(never)]
+    fn not_in_set(&mut self, field: &str, code: &str, vs: &ValueSetDef, what: &str) {
+        self.fail(field, format!("{code:?} is not a {what} code ({})", vs.id));
     }
 }
 
@@ -269,8 +277,9 @@ fn ymd_bytes(b: &[u8; 10]) -> Option<Day> {
     if b[4] != b'-' || b[7] != b'-' {
         return None;
     }
-    let digits = Date::from_digits([b[0], b[1], b[2], b[3], b[5], b[6], b[8], b[9]])?;
-    let n = |i: usize| u32::from(digits.as_bytes()[i] - b'0');
+    let raw = [b[0], b[1], b[2], b[3], b[5], b[6], b[8], b[9]];
+    let digits = Date::from_digits(raw)?;
+    let n = |i: usize| u32::from(raw[i] - b'0');
     let year = n(0) * 1000 + n(1) * 100 + n(2) * 10 + n(3);
     let (month, day) = (n(4) * 10 + n(5), n(6) * 10 + n(7));
     let days = match month {
@@ -915,19 +924,20 @@ fn resolve_vis<'a>(
         let published = v.published.as_deref().and_then(|p| c.date_at(|| field("published"), p));
         let Some(presented) = presented.map(|d| d.digits) else { continue };
         let barcode = v.document.as_deref().map(str::trim_ascii);
+        let mut known = None;
         if let Some(g) = barcode {
-            let shape = g.len() == 24
-                && g.starts_with("253088698300")
-                && g.bytes().all(|b| b.is_ascii_digit());
-            if !shape {
-                c.fail(
-                    field("document"),
-                    format!("{g:?} is not a 24-digit VIS barcode string (253088698300…)"),
-                );
-                continue;
+            // The packed key is the shape check too: 24 digits, the first 12 CDC's prefix.
+            match codes::vis_key(g).filter(|&(prefix, _)| prefix == 253_088_698_300) {
+                Some(key) => known = codes::vis_by_key(key),
+                None => {
+                    c.fail(
+                        field("document"),
+                        format!("{g:?} is not a 24-digit VIS barcode string (253088698300…)"),
+                    );
+                    continue;
+                }
             }
         }
-        let known = barcode.and_then(codes::vis);
         let use_barcode = barcode.is_some() && profile.vis_method == VisMethod::Barcode;
         if use_barcode {
             let gdti = barcode.unwrap_or_default();

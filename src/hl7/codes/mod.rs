@@ -132,14 +132,32 @@ pub(crate) fn ndc_key(ndc: &str) -> Option<u64> {
 }
 
 /// A 24-digit VIS string as its two 12-digit halves, as numbers; `None` for any other shape.
+/// The record check also uses it as the string's shape check (the first half is CDC's prefix).
 pub(crate) fn vis_key(gdti: &str) -> Option<(u64, u64)> {
-    let b: &[u8; 24] = gdti.as_bytes().try_into().ok()?;
-    let half = |digits: &[u8]| {
-        digits
-            .iter()
-            .try_fold(0u64, |k, &x| x.is_ascii_digit().then(|| k * 10 + u64::from(x - b'0')))
-    };
-    Some((half(&b[..12])?, half(&b[12..])?))
+    let b = gdti.as_bytes();
+    if b.len() != 24 {
+        return None;
+    }
+    let eight = |i: usize| <[u8; 8]>::try_from(&b[i..i + 8]).ok().and_then(eight_digits);
+    let (head, middle, tail) = (eight(0)?, eight(8)?, eight(16)?);
+    Some((head * 10_000 + middle / 10_000, middle % 10_000 * 100_000_000 + tail))
+}
+
+/// Eight ASCII digits as the number they spell, `None` when one is not a digit. One word at a
+/// time (SWAR): every byte is `0x30..=0x39` when its high nibble is 3 and adding 6 does not
+/// change that; then pairs, quads and the two halves are combined in three multiply-adds (the
+/// first digit is the lowest byte of the little-endian word).
+fn eight_digits(bytes: [u8; 8]) -> Option<u64> {
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    let w = u64::from_le_bytes(bytes);
+    if w & HIGH != ZEROS || w.wrapping_add(0x0606_0606_0606_0606) & HIGH != ZEROS {
+        return None;
+    }
+    let mut v = w - ZEROS;
+    v = (v * 10 + (v >> 8)) & 0x00FF_00FF_00FF_00FF;
+    v = (v * 100 + (v >> 16)) & 0x0000_FFFF_0000_FFFF;
+    Some((v * 10_000 + (v >> 32)) & 0xFFFF_FFFF)
 }
 
 /// The CVX entry for `code` (leading zeros as CDC writes them: `03`, not `3`).
@@ -159,7 +177,12 @@ pub(crate) fn ndc(code: &str) -> Option<&'static NdcEntry> {
 
 /// The VIS entry for a 24-digit fully encoded string.
 pub(crate) fn vis(gdti: &str) -> Option<&'static VisEntry> {
-    VIS_TABLE.get(VIS_KEYS.binary_search(&vis_key(gdti)?).ok()?)
+    vis_by_key(vis_key(gdti)?)
+}
+
+/// The VIS entry whose string packs to `key` (see [`vis_key`]).
+pub(crate) fn vis_by_key(key: (u64, u64)) -> Option<&'static VisEntry> {
+    VIS_TABLE.get(VIS_KEYS.binary_search(&key).ok()?)
 }
 
 /// True when a VIS must be documented for vaccine `cvx` (IZ-24, PHVS_VISVaccines_IIS).
@@ -285,6 +308,21 @@ mod tests {
             (None, None, None)
         );
         assert_eq!(vis_key("25308869830006391125013x"), None);
+        assert_eq!(vis_key("253088698300063911250131"), Some((253_088_698_300, 63_911_250_131)));
+        let eight = |text: &str| eight_digits(*text.as_bytes().first_chunk().expect("8 bytes"));
+        assert_eq!(eight("00000000"), Some(0));
+        assert_eq!(eight("12345678"), Some(12_345_678));
+        assert_eq!(eight("99999999"), Some(99_999_999));
+        for bad in ["1234567/", "1234567:", "/2345678", ":2345678", "1234 678", "123456\u{7f}8"] {
+            assert_eq!(eight(bad), None, "{bad}");
+        }
+        for b in 0..=255u8 {
+            assert_eq!(
+                eight_digits([b'1', b'2', b'3', b, b'5', b'6', b'7', b'8']).is_some(),
+                b.is_ascii_digit()
+            );
+            assert_eq!(eight_digits([b; 8]).is_some(), b.is_ascii_digit(), "{b:#x}");
+        }
         for (e, other) in NDC_TABLE.iter().zip(NDC_TABLE.iter().skip(1)) {
             assert_eq!(ndc(e.ndc).map(|f| f.ndc), Some(e.ndc));
             assert!(ndc_key(e.ndc) < ndc_key(other.ndc));
