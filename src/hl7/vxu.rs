@@ -197,10 +197,9 @@ fn encode(
     hd_comps(&mut w, (&profile.receiving_application).into());
     w.run("|");
     hd_comps(&mut w, (&profile.receiving_facility).into());
-    w.run("|").digits(&ts_z(&now)).run("||").text("VXU^V04^VXU_V04").run("|").value(control_id);
-    // MSH-11, 12, 15, 16, 21.
-    w.run("|").text(profile.processing_id.code()).run("|").text("2.5.1");
-    w.run("|||").text("ER").run("|").text("AL").run("|||||").text("Z22^CDCPHINVS");
+    w.run("|").digits(&ts_z(&now)).run("||VXU^V04^VXU_V04|").value(control_id);
+    // MSH-11, then MSH-12, 15, 16 and 21 as one constant.
+    w.run("|").text(profile.processing_id.code()).run("|2.5.1|||ER|AL|||||Z22^CDCPHINVS");
     if profile.send_responsible_organizations {
         let (org22, org23) = (&profile.sending_organization, &profile.receiving_organization);
         w.run("|").value(if org22.is_empty() { sending_facility.namespace } else { org22 });
@@ -210,19 +209,19 @@ fn encode(
 
     // PID ---------------------------------------------------------------------------------
     let p = &rec.patient;
-    w.segment("PID").run("|").text("1").run("||").value(p.id.trim_ascii()).run("^^^");
+    w.segment("PID").run("|1||").value(p.id.trim_ascii()).run("^^^");
     let authority = p.id_authority.as_deref().map_or_else(
         || (&profile.patient_id_authority).into(),
         |a| HdRef::from_value(a.trim_ascii()),
     );
     hd_sub(&mut w, authority);
-    w.run("^").text("MR").run("||");
+    w.run("^MR||");
     // PID-5: family, given, middle, suffix, name type.
     w.value(p.family_name.trim_ascii()).run("^").value(p.given_name.trim_ascii()).run("^");
-    w.value(opt(&p.middle_name)).run("^").value(opt(&p.suffix)).run("^^^").text("L").run("|");
+    w.value(opt(&p.middle_name)).run("^").value(opt(&p.suffix)).run("^^^L|");
     if let Some(m) = p.mother_maiden_name.as_deref().map(str::trim_ascii).filter(|m| !m.is_empty())
     {
-        w.value(m).run("^^^^^^").text("M");
+        w.value(m).run("^^^^^^M");
     }
     w.run("|").digits(&r.birth_date).run("|").value(p.sex.trim_ascii()).run("||");
     for (i, race) in r.race.iter().enumerate() {
@@ -284,9 +283,9 @@ fn encode(
     if let (true, Some(party), Some(rel)) =
         (profile.send_nk1, &rec.responsible_party, &r.relationship)
     {
-        w.segment("NK1").run("|").text("1").run("|");
+        w.segment("NK1").run("|1|");
         w.value(party.family_name.trim_ascii()).run("^").value(party.given_name.trim_ascii());
-        w.run("^").value(opt(&party.middle_name)).run("^^^^").text("L").run("|");
+        w.run("^").value(opt(&party.middle_name)).run("^^^^L|");
         coded(&mut w, rel);
         w.run("|");
         if let Some(a) = &party.address {
@@ -305,7 +304,7 @@ fn encode(
         profile.filler_namespace.as_str()
     };
     let refused = matches!(r.kind, DoseKind::Refused(_));
-    w.segment("ORC").run("|").text("RE").run("||");
+    w.segment("ORC").run("|RE||");
     // IZ-45: a refusal's filler order number is 9999.
     w.value(if refused { "9999" } else { rec.vaccination_id.trim_ascii() });
     w.run("^").value(filler_ns).run("|||||||||"); // ORC-4 to 12
@@ -314,13 +313,13 @@ fn encode(
     }
     w.run("|||||"); // ORC-13 to 17
     if let Some(f) = &rec.facility {
-        w.value(f.id.trim_ascii()).run("^").value(opt(&f.name)).run("^").text("HL70362");
+        w.value(f.id.trim_ascii()).run("^").value(opt(&f.name)).run("^HL70362");
     }
 
     // RXA ---------------------------------------------------------------------------------
     let new_dose = r.kind == DoseKind::Administered;
     let admin_date = &r.admin_date;
-    w.segment("RXA").run("|").text("0").run("|").text("1").run("|").digits(admin_date);
+    w.segment("RXA").run("|0|1|").digits(admin_date);
     w.run("|");
     if profile.send_rxa4 {
         w.digits(admin_date);
@@ -342,7 +341,7 @@ fn encode(
             w.text("999").run("|");
         }
         (_, Some(ml)) => {
-            w.digits(ml).run("|").text("mL^milliliter^UCUM");
+            w.digits(ml).run("|mL^milliliter^UCUM");
         }
     }
     w.run("||"); // RXA-8, 9
@@ -352,7 +351,7 @@ fn encode(
         }
         DoseKind::Historical(code) => {
             let text = super::nist::display("NIP001", code).unwrap_or("");
-            w.value(code).run("^").value(text).run("^").text("NIP001");
+            w.value(code).run("^").value(text).run("^NIP001");
         }
         DoseKind::Refused(_) => {}
     }
@@ -380,9 +379,9 @@ fn encode(
     w.run("|");
     if let DoseKind::Refused(code) = r.kind {
         let text = super::nist::display("NIP002", code).unwrap_or("");
-        w.value(code).run("^").value(text).run("^").text("NIP002");
+        w.value(code).run("^").value(text).run("^NIP002");
     }
-    w.run("||").text(if refused { "RE" } else { "CP" }).run("|").value(r.action);
+    w.run(if refused { "||RE|" } else { "||CP|" }).value(r.action); // RXA-20, 21
 
     // RXR ---------------------------------------------------------------------------------
     if let (false, Some(route)) = (refused, r.route) {
