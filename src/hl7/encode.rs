@@ -341,8 +341,8 @@ impl SeqWriter {
     }
 
     /// Appends an unsigned number without allocating: the usual one or two digits (OBX-1 and
-    /// OBX-4 counters, dose numbers) as bytes.
-    #[inline]
+    /// OBX-4 counters, dose numbers) as bytes, inline (as a call it cost more than the digits).
+    #[inline(always)]
     pub fn number(&mut self, n: u32) -> &mut Self {
         match n {
             0..=9 => self.out.push(b'0' + n as u8),
