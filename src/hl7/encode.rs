@@ -6,6 +6,9 @@
 //! by construction, while empty positions *before* a value are kept (`^^^NIST-Clinic-1`), as
 //! the CDC guide's encoding rules require. Every value goes through
 //! [`escape_into`](super::escape::escape_into), so data can never add structure.
+//!
+//! The VXU builder uses the crate's [`SeqWriter`] instead: the same text, written front to back
+//! with the separators given by the call site, which is cheaper when the layout is known.
 
 use super::escape::escape_default_into;
 
