@@ -247,9 +247,10 @@ impl Default for Writer {
 /// Empty positions are trimmed the way [`Writer`] trims them, after the fact: a separator run
 /// first drops the finer separators that end the output (`a^^` + `|` → `a|`: the components of a
 /// field left empty at its end), and a segment's end drops every trailing separator. That is the
-/// same text as writing separators only in front of values, because nothing else can end the
-/// output with a separator: values are escaped, and constants never end in one. Leading empty
-/// positions (`^^^FAC-17`) stay, as the CDC guide requires.
+/// same text as writing separators only in front of values, because only a run can leave
+/// separators at the end of the output (values are escaped, other constants end in data), and
+/// those stand for positions still empty. Leading empty positions (`^^^FAC-17`) stay, as the CDC
+/// guide requires.
 #[derive(Debug)]
 pub(crate) struct SeqWriter {
     /// The message so far (bytes, for the reasons given on [`Writer`]'s buffer).
