@@ -89,6 +89,41 @@ def byte_key(text: str) -> bytes:
     return text.encode("utf-8")
 
 
+def short_key(code: str) -> int:
+    """A code of up to 7 bytes as codes::short_key packs it: the bytes left-aligned, then the length."""
+    b = code.encode("utf-8")
+    if len(b) > 7:
+        raise SystemExit(f"internal error: code {code!r} is too long to pack")
+    return int.from_bytes(b.ljust(7, b"\0") + bytes([len(b)]), "big")
+
+
+def ndc_key(ndc: str) -> int:
+    """A 5-4-2 NDC as codes::ndc_key packs it: the number its eleven digits spell."""
+    if not NDC_RE.match(ndc):
+        raise SystemExit(f"internal error: NDC {ndc!r} is not in 5-4-2 form")
+    return int(ndc.replace("-", ""))
+
+
+def vis_key(gdti: str) -> tuple[int, int]:
+    """A 24-digit VIS string as codes::vis_key packs it: its two 12-digit halves as numbers."""
+    if not GDTI_RE.match(gdti):
+        raise SystemExit(f"internal error: VIS string {gdti!r} is not 24 digits")
+    return int(gdti[:12]), int(gdti[12:])
+
+
+def render_keys(w, name: str, table: str, rust_type: str, keys: list, per_line: int, fmt) -> None:
+    """The packed keys of a table, in its order, for binary searches that compare integers."""
+    if any(a >= b for a, b in zip(keys, keys[1:])):
+        raise SystemExit(f"internal error: {name} keys do not keep the table's order")
+    w(f"/// `{table}`'s keys packed as integers, in table order (see `codes::{name.lower()}_key`).")
+    w("#[rustfmt::skip]")
+    w(f"pub(crate) static {name.upper()}_KEYS: &[{rust_type}] = &[")
+    for i in range(0, len(keys), per_line):
+        w("    " + " ".join(fmt(k) + "," for k in keys[i:i + per_line]))
+    w("];")
+    w("")
+
+
 def normalize_ndc(raw: str) -> str | None:
     """Return the 11-digit 5-4-2 dashed form of an NDC, or None if it cannot be read."""
     raw = clean(raw)
@@ -544,10 +579,13 @@ def render(label: str, cvx, mvx, ndc, vis, vis_vaccines) -> str:
     w("#[rustfmt::skip]")
     w("pub(crate) static CVX_TABLE: &[CvxEntry] = &[")
     for e in sort_vals(cvx):
+        unspecified = b"unspecified" in e.desc.encode("utf-8").lower()  # ASCII case only, as in Rust
         w(f"    CvxEntry {{ code: {rust_str(e.code)}, short_description: {rust_str(e.desc)}, "
-          f"status: CvxStatus::{e.status}, hl7: {rust_str(hl7_coded(e.code, e.desc, 'CVX'))} }},")
+          f"status: CvxStatus::{e.status}, unspecified: {'true' if unspecified else 'false'}, "
+          f"hl7: {rust_str(hl7_coded(e.code, e.desc, 'CVX'))} }},")
     w("];")
     w("")
+    render_keys(w, "CVX", "CVX_TABLE", "u64", [short_key(e.code) for e in sort_vals(cvx)], 6, lambda k: f"{k:#018x}")
     w(f"/// MVX manufacturer codes ({len(mvx)}), sorted by `code`.")
     w("#[rustfmt::skip]")
     w("pub(crate) static MVX_TABLE: &[MvxEntry] = &[")
@@ -556,6 +594,7 @@ def render(label: str, cvx, mvx, ndc, vis, vis_vaccines) -> str:
           f"active: {'true' if e.active else 'false'}, hl7: {rust_str(hl7_coded(e.code, e.name, 'MVX'))} }},")
     w("];")
     w("")
+    render_keys(w, "MVX", "MVX_TABLE", "u64", [short_key(e.code) for e in sort_vals(mvx)], 6, lambda k: f"{k:#018x}")
     w(f"/// NDC unit-of-sale and unit-of-use codes ({len(ndc)}), 11-digit 5-4-2 form, sorted by `ndc`.")
     w("/// An NDC that CDC lists both as unit of sale and unit of use appears once, as `UnitOfUse`.")
     w("#[rustfmt::skip]")
@@ -565,6 +604,7 @@ def render(label: str, cvx, mvx, ndc, vis, vis_vaccines) -> str:
           f"mvx: {rust_str(e.mvx)}, name: {rust_str(e.name)}, hl7: {rust_str(hl7_coded(e.ndc, e.name, 'NDC'))} }},")
     w("];")
     w("")
+    render_keys(w, "NDC", "NDC_TABLE", "u64", [ndc_key(e.ndc) for e in sort_vals(ndc)], 8, str)
     w(f"/// VIS and EUA fact-sheet editions ({len(vis)}), sorted by fully encoded GDTI string.")
     w("#[rustfmt::skip]")
     w("pub(crate) static VIS_TABLE: &[VisEntry] = &[")
@@ -574,6 +614,7 @@ def render(label: str, cvx, mvx, ndc, vis, vis_vaccines) -> str:
           f"hl7: {rust_str(hl7_coded(e.gdti, e.document, 'cdcgs1vis'))} }},")
     w("];")
     w("")
+    render_keys(w, "VIS", "VIS_TABLE", "(u64, u64)", [vis_key(e.gdti) for e in sort_vals(vis)], 4, lambda k: f"({k[0]}, {k[1]})")
     vv = sorted(vis_vaccines, key=byte_key)
     w(f"/// CVX codes ({len(vv)}) for which a VIS or EUA fact sheet exists, sorted.")
     w("#[rustfmt::skip]")

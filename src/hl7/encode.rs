@@ -6,6 +6,9 @@
 //! by construction, while empty positions *before* a value are kept (`^^^NIST-Clinic-1`), as
 //! the CDC guide's encoding rules require. Every value goes through
 //! [`escape_into`](super::escape::escape_into), so data can never add structure.
+//!
+//! The VXU builder uses the crate's [`SeqWriter`] instead: the same text, written front to back
+//! with the separators given by the call site, which is cheaper when the layout is known.
 
 use super::escape::escape_default_into;
 
@@ -208,18 +211,6 @@ impl Writer {
         self
     }
 
-    /// Writes a pre-encoded `code^text^system` triplet (escaped and joined by a generated table)
-    /// as components `c`..`c + 2` of repetition `r` of field `f`: one copy instead of three
-    /// escaped values. The table guarantees that code and system are not empty, so nothing is
-    /// left to trim.
-    pub(crate) fn triplet(&mut self, f: u16, r: u16, c: u16, encoded: &'static str) -> &mut Self {
-        if !encoded.is_empty() && self.advance((f, r, c, 1)) {
-            self.out.extend_from_slice(encoded.as_bytes());
-            self.pos = (f, r, c + 2, 1);
-        }
-        self
-    }
-
     /// Writes the sub-components of component `c` of field `f`.
     #[inline]
     pub fn subs(&mut self, f: u16, c: u16, values: &[&str]) -> &mut Self {
@@ -248,6 +239,155 @@ impl Default for Writer {
     }
 }
 
+/// Writes a message front to back, separators included, for a builder that knows its segments'
+/// layout: the VXU builder. Where [`Writer`] works out the separators between two positions on
+/// every value, here the call site writes them, usually merged with constant text into one
+/// pre-encoded run (`^^^^^^CMS^L^^^NPI^^^^^^^^`, `||||||F|||`), and values follow as they come.
+///
+/// Empty positions are trimmed the way [`Writer`] trims them, after the fact: a separator run
+/// first drops the finer separators that end the output (`a^^` + `|` → `a|`: the components of a
+/// field left empty at its end), and a segment's end drops every trailing separator. That is the
+/// same text as writing separators only in front of values, because only a run can leave
+/// separators at the end of the output (values are escaped, other constants end in data), and
+/// those stand for positions still empty. Leading empty positions (`^^^FAC-17`) stay, as the CDC
+/// guide requires.
+#[derive(Debug)]
+pub(crate) struct SeqWriter {
+    /// The message so far (bytes, for the reasons given on [`Writer`]'s buffer).
+    out: Vec<u8>,
+}
+
+impl SeqWriter {
+    /// A writer with room for a typical VXU.
+    pub fn new() -> Self {
+        Self { out: Vec::with_capacity(INITIAL_CAPACITY) }
+    }
+
+    /// Starts the message: `MSH|^~\&|`, MSH-1 and MSH-2 and the separator in front of MSH-3
+    /// (written with them, so that no run can mistake MSH-2's `&` for an empty sub-component).
+    #[inline]
+    pub fn msh(&mut self) -> &mut Self {
+        debug_assert!(self.out.is_empty(), "MSH starts the message");
+        self.out.extend_from_slice(b"MSH|^~\\&|");
+        self
+    }
+
+    /// Ends the previous segment and starts segment `id` (not MSH: see [`SeqWriter::msh`]).
+    #[inline]
+    pub fn segment(&mut self, id: &'static str) -> &mut Self {
+        self.end_segment();
+        self.out.extend_from_slice(id.as_bytes());
+        self
+    }
+
+    /// Drops the separators that end the segment (its empty trailing positions), then ends it.
+    #[inline]
+    fn end_segment(&mut self) {
+        if !self.out.is_empty() {
+            self.trim(|b| matches!(b, b'|' | b'~' | b'^' | b'&'));
+            self.out.push(b'\r');
+        }
+    }
+
+    #[inline(always)]
+    fn trim(&mut self, drop: impl Fn(u8) -> bool) {
+        while let Some(&b) = self.out.last()
+            && drop(b)
+        {
+            self.out.pop();
+        }
+    }
+
+    /// Appends `run`, pre-encoded text that starts with a separator (`|`, `~`, `^` or `&`) and
+    /// may go on with more separators and constant text (`||||||F|||`, `^^^^^^CMS^L`). The
+    /// finer separators that end the output are dropped first: `|` ends the field, so its empty
+    /// trailing repetitions, components and sub-components go; `~` drops `^` and `&`; `^` `&`.
+    #[inline(always)]
+    pub fn run(&mut self, run: &'static str) -> &mut Self {
+        debug_assert!(canonical_run(run), "separator run {run:?}");
+        match run.as_bytes().first() {
+            Some(b'|') => self.trim(|b| matches!(b, b'~' | b'^' | b'&')),
+            Some(b'~') => self.trim(|b| matches!(b, b'^' | b'&')),
+            Some(b'^') => self.trim(|b| b == b'&'),
+            _ => {}
+        }
+        self.out.extend_from_slice(run.as_bytes());
+        self
+    }
+
+    /// Appends pre-encoded text that starts with data, not a separator: a constant of this
+    /// crate (`00^New immunization record^NIP001`) or a generated table's `code^text^system`.
+    #[inline(always)]
+    pub fn text(&mut self, encoded: &str) -> &mut Self {
+        debug_assert!(
+            canonical_run(encoded) && !encoded.starts_with(is_separator),
+            "pre-encoded text {encoded:?}"
+        );
+        self.out.extend_from_slice(encoded.as_bytes());
+        self
+    }
+
+    /// Appends a value, escaped (nothing when it is empty).
+    #[inline(always)]
+    pub fn value(&mut self, value: &str) -> &mut Self {
+        escape_default_into(&mut self.out, value);
+        self
+    }
+
+    /// Appends `digits` (no escaping needed, see [`Digits`]): all `N` bytes as one fixed-size
+    /// copy, cut back to the length, instead of a `memcpy` call of a variable length.
+    #[inline(always)]
+    pub fn digits<const N: usize>(&mut self, digits: &Digits<N>) -> &mut Self {
+        let start = self.out.len();
+        self.out.extend_from_slice(&digits.buf);
+        self.out.truncate(start + usize::from(digits.len));
+        self
+    }
+
+    /// Appends an unsigned number without allocating: the usual one or two digits (OBX-1 and
+    /// OBX-4 counters, dose numbers) as bytes, inline (as a call it cost more than the digits).
+    #[inline(always)]
+    pub fn number(&mut self, n: u32) -> &mut Self {
+        match n {
+            0..=9 => self.out.push(b'0' + n as u8),
+            10..=99 => self.out.extend_from_slice(&[b'0' + (n / 10) as u8, b'0' + (n % 10) as u8]),
+            _ => {
+                let mut digits = Digits::<10>::new();
+                digits.push_u32(n);
+                self.digits(&digits);
+            }
+        }
+        self
+    }
+
+    /// Ends the last segment and returns the message text (segments terminated by CR).
+    pub fn finish(mut self) -> String {
+        self.end_segment();
+        // Every append was a `&str` or ASCII, so this always succeeds; a lossy copy stands in
+        // for a panic should that ever break.
+        String::from_utf8(self.out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+}
+
+fn is_separator(c: char) -> bool {
+    matches!(c, '|' | '~' | '^' | '&')
+}
+
+/// True when pre-encoded text keeps [`SeqWriter`]'s trimming rule: no separator is followed by a
+/// coarser one (`^|` would leave an empty component at the end of a field). Separators at its
+/// end are fine: they are empty positions in front of whatever comes next, or trimmed.
+fn canonical_run(text: &str) -> bool {
+    let level = |b: u8| match b {
+        b'|' => 4,
+        b'~' => 3,
+        b'^' => 2,
+        b'&' => 1,
+        _ => 0,
+    };
+    text.as_bytes().windows(2).all(|w| level(w[0]) == 0 || level(w[1]) <= level(w[0]))
+}
+
 /// A short number built without allocating: a `YYYYMMDD` date, a TS_Z time, a phone number
 /// part, a dose volume. Holds only digits, `.`, `+` and `-`, none of which needs escaping, so
 /// [`Writer::put_digits`] copies it as it is. Holds at most `N` bytes; pushing past that, or
@@ -262,6 +402,12 @@ impl<const N: usize> Digits<N> {
     /// An empty value.
     pub const fn new() -> Self {
         Self { buf: [0; N], len: 0 }
+    }
+
+    /// A value of exactly the bytes of `buf`, when each is an ASCII digit.
+    pub fn from_digits(buf: [u8; N]) -> Option<Self> {
+        let digits = buf.iter().all(u8::is_ascii_digit);
+        Some(Self { buf, len: u8::try_from(N).ok()? }).filter(|_| digits)
     }
 
     /// Appends a digit, `.`, `+` or `-` (any other byte, or a byte past `N`, is dropped).

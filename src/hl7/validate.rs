@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, NaiveDate};
+use chrono::{DateTime, Datelike, NaiveDate};
 
 use super::codes::{self, CvxStatus, Route};
 use super::encode::Digits;
@@ -140,7 +140,7 @@ impl Check<'_> {
     }
 
     /// [`Check::date`] with the field name built only on failure.
-    fn date_at(&mut self, field: impl FnOnce() -> String, value: &str) -> Option<NaiveDate> {
+    fn date_at(&mut self, field: impl FnOnce() -> String, value: &str) -> Option<Day> {
         ymd(value.trim_ascii()).or_else(|| self.date(&field(), value))
     }
 
@@ -168,8 +168,8 @@ impl Check<'_> {
         true
     }
 
-    /// A `YYYY-MM-DD` date, returned as `YYYYMMDD`.
-    fn date(&mut self, field: &str, value: &str) -> Option<NaiveDate> {
+    /// A `YYYY-MM-DD` date.
+    fn date(&mut self, field: &str, value: &str) -> Option<Day> {
         match ymd(value.trim_ascii()) {
             Some(d) => Some(d),
             None => {
@@ -192,10 +192,18 @@ impl Check<'_> {
         match nist::code_in(vs, code) {
             Some(&(_, text, system, hl7)) => Some(Coded { code, text, system, hl7 }),
             None => {
-                self.fail(field, format!("{code:?} is not a {what} code ({})", vs.id));
+                self.not_in_set(field, code, vs, what);
                 None
             }
         }
+    }
+
+    /// [`Check::coded`]'s failure, out of line: the message formatting would otherwise weigh on
+    /// every successful lookup (registers saved, a larger frame).
+    #[cold]
+    #[inline(never)]
+    fn not_in_set(&mut self, field: &str, code: &str, vs: &ValueSetDef, what: &str) {
+        self.fail(field, format!("{code:?} is not a {what} code ({})", vs.id));
     }
 }
 
@@ -234,36 +242,100 @@ fn sets() -> &'static Sets {
     })
 }
 
-/// Parses a `YYYY-MM-DD` date (a hand parser: chrono's format strings cost more than the rest
-/// of the record check).
-fn ymd(s: &str) -> Option<NaiveDate> {
-    let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
-        b.get(r)?
-            .iter()
-            .try_fold(0u32, |acc, &d| d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0')))
-    };
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let year = i32::try_from(digits(0..4)?).ok()?;
-    NaiveDate::from_ymd_opt(year, digits(5..7)?, digits(8..10)?)
+/// A valid calendar date read from `YYYY-MM-DD` text: compared by `key` (`yyyymmdd` as a
+/// number, which orders as the dates do), sent as `digits`, the text's own digits (copied, not
+/// re-formatted from a `NaiveDate`).
+#[derive(Debug, Clone, Copy)]
+struct Day {
+    key: i64,
+    digits: Date,
 }
 
-/// Formats a date as `YYYYMMDD` (without the formatting machinery: this runs per record).
-fn compact(d: NaiveDate) -> Date {
-    use chrono::Datelike;
-    let mut out = Date::new();
-    out.push_digits(u32::try_from(d.year()).unwrap_or(0), 4);
-    out.push_digits(d.month(), 2);
-    out.push_digits(d.day(), 2);
-    out
+impl Day {
+    /// The key of a chrono date (`today`), comparable with [`Day::key`].
+    fn key_of(d: NaiveDate) -> i64 {
+        i64::from(d.year()) * 10_000 + i64::from(d.month() * 100 + d.day())
+    }
+}
+
+impl fmt::Display for Day {
+    /// `YYYY-MM-DD`, as chrono displays a `NaiveDate` of a four-digit year (error messages).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.digits.as_str();
+        write!(f, "{}-{}-{}", &d[..4], &d[4..6], &d[6..])
+    }
+}
+
+/// Parses a `YYYY-MM-DD` date (a hand parser: chrono's format strings, and even its
+/// `from_ymd_opt`, cost more than the rest of a date's check).
+fn ymd(s: &str) -> Option<Day> {
+    ymd_bytes(s.as_bytes().try_into().ok()?)
+}
+
+/// [`ymd`] on the ten bytes of the text.
+fn ymd_bytes(b: &[u8; 10]) -> Option<Day> {
+    if b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let raw = [b[0], b[1], b[2], b[3], b[5], b[6], b[8], b[9]];
+    let digits = Date::from_digits(raw)?;
+    let n = |i: usize| u32::from(raw[i] - b'0');
+    let year = n(0) * 1000 + n(1) * 100 + n(2) * 10 + n(3);
+    let (month, day) = (n(4) * 10 + n(5), n(6) * 10 + n(7));
+    let days = match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        1..=12 => 31,
+        _ => return None,
+    };
+    if !(1..=days).contains(&day) {
+        return None;
+    }
+    Some(Day { key: i64::from(year * 10_000 + month * 100 + day), digits })
 }
 
 /// Parses `administered_at`: RFC 3339 (the clinic's local date is kept) or `YYYY-MM-DD`.
-fn admin_date(value: &str) -> Option<NaiveDate> {
+///
+/// The usual shape, `YYYY-MM-DDTHH:MM:SS` then `Z` or `±HH:MM` with every number in range, is
+/// read by hand: chrono accepts all of it, and its local date is its first ten characters.
+/// Anything else (fractions of a second, leap seconds, a lower-case `t`) goes to chrono.
+fn admin_date(value: &str) -> Option<Day> {
     let v = value.trim_ascii();
-    DateTime::parse_from_rfc3339(v).map(|t| t.date_naive()).ok().or_else(|| ymd(v))
+    if let Some((date, time)) = v.as_bytes().split_first_chunk::<10>()
+        && plain_rfc3339_time(time)
+        && let Some(day) = ymd_bytes(date)
+    {
+        return Some(day);
+    }
+    DateTime::parse_from_rfc3339(v)
+        .ok()
+        .and_then(|t| ymd(&t.date_naive().to_string()))
+        .or_else(|| ymd(v))
+}
+
+/// `THH:MM:SS` then `Z` or `±HH:MM`: hours (of the time and of the offset) below 24, minutes
+/// and seconds below 60.
+fn plain_rfc3339_time(t: &[u8]) -> bool {
+    let two = |i: usize, max: u8| match t.get(i..i + 2) {
+        Some(&[a, b]) if a.is_ascii_digit() && b.is_ascii_digit() => {
+            (a - b'0') * 10 + (b - b'0') <= max
+        }
+        _ => false,
+    };
+    let clock = t.len() >= 9
+        && t[0] == b'T'
+        && two(1, 23)
+        && t[3] == b':'
+        && two(4, 59)
+        && t[6] == b':'
+        && two(7, 59);
+    clock
+        && match &t[9..] {
+            [b'Z'] => true,
+            [b'+' | b'-', _, _, b':', _, _] => two(10, 23) && two(13, 59),
+            _ => false,
+        }
 }
 
 /// US phone: 10 digits (a leading country code 1 is dropped); returns (area, local).
@@ -343,6 +415,8 @@ pub(crate) fn resolve<'a>(
     profile: &'a MessageProfile,
     today: NaiveDate,
 ) -> Result<Resolved<'a>, Vec<Violation>> {
+    let (today_key, tomorrow_key) =
+        (Day::key_of(today), Day::key_of(today.succ_opt().unwrap_or(today)));
     let mut c = Check { id: &rec.vaccination_id, found: Vec::new() };
     let sets = sets();
     if c.required("vaccination_id", &rec.vaccination_id) {
@@ -383,7 +457,7 @@ pub(crate) fn resolve<'a>(
         None
     };
     if let Some(b) = birth
-        && b > today
+        && b.key > today_key
     {
         c.fail("patient.birth_date", format!("{b} is in the future"));
     }
@@ -440,8 +514,9 @@ pub(crate) fn resolve<'a>(
     if let Some(v) = &p.registry_status {
         c.coded("patient.registry_status", v, sets.registry_status, "registry status");
     }
-    let mut opt_date =
-        |field: &str, v: &Option<String>| v.as_deref().and_then(|d| c.date(field, d)).map(compact);
+    let mut opt_date = |field: &str, v: &Option<String>| {
+        v.as_deref().and_then(|d| c.date(field, d)).map(|d| d.digits)
+    };
     let publicity_date = opt_date("patient.publicity_date", &p.publicity_date);
     let protection_date = opt_date("patient.protection_date", &p.protection_date);
     let registry_status_date = opt_date("patient.registry_status_date", &p.registry_status_date);
@@ -514,11 +589,11 @@ pub(crate) fn resolve<'a>(
         }
     };
     if let Some(a) = admin {
-        if a > today.succ_opt().unwrap_or(today) {
+        if a.key > tomorrow_key {
             c.fail("administered_at", format!("{a} is in the future"));
         }
         if let Some(b) = birth
-            && a < b
+            && a.key < b.key
         {
             c.fail("administered_at", format!("{a} is before the birth date {b}"));
         }
@@ -591,12 +666,17 @@ pub(crate) fn resolve<'a>(
     let expiration = v.expiration_date.as_deref().and_then(|e| {
         let e = e.trim_ascii();
         if let Some(d) = ymd(e) {
-            return Some(compact(d));
+            return Some(d.digits);
         }
-        if let Some(d) = e.get(..7).filter(|_| e.len() == 7).and_then(|m| ymd(&format!("{m}-01"))) {
-            let mut month = compact(d);
-            month.truncate(6);
-            return Some(month);
+        // `YYYY-MM`: checked as the first of the month, sent as `YYYYMM`.
+        if let Ok(month) = <[u8; 7]>::try_from(e.as_bytes()) {
+            let mut first = *b"0000-00-01";
+            first[..7].copy_from_slice(&month);
+            if let Some(d) = ymd_bytes(&first) {
+                let mut digits = d.digits;
+                digits.truncate(6);
+                return Some(digits);
+            }
         }
         c.fail("vaccine.expiration_date", format!("{e:?} is not a date (YYYY-MM-DD or YYYY-MM)"));
         None
@@ -672,8 +752,8 @@ pub(crate) fn resolve<'a>(
         (true, Some(admin), Some(birth), Some(cvx)) => Ok(Resolved {
             rec,
             kind,
-            admin_date: compact(admin),
-            birth_date: compact(birth),
+            admin_date: admin.digits,
+            birth_date: birth.digits,
             cvx,
             ndc,
             mvx,
@@ -749,10 +829,7 @@ fn check_cvx<'a>(c: &mut Check<'_>, code: &'a str, kind: DoseKind) -> Option<Cod
     };
     let not_administrable = match e.code {
         "998" | "999" => true,
-        _ => {
-            matches!(e.status, CvxStatus::NeverActive | CvxStatus::Pending)
-                || contains_ignore_ascii_case(e.short_description, "unspecified")
-        }
+        _ => matches!(e.status, CvxStatus::NeverActive | CvxStatus::Pending) || e.unspecified,
     };
     match kind {
         DoseKind::Administered if not_administrable => {
@@ -779,11 +856,6 @@ fn check_cvx<'a>(c: &mut Check<'_>, code: &'a str, kind: DoseKind) -> Option<Cod
         _ => {}
     }
     Some(Coded { code, text: e.short_description, system: "CVX", hl7: e.hl7 })
-}
-
-/// True when `haystack` contains the lowercase ASCII `needle`, ignoring ASCII case.
-fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
-    haystack.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 fn check_address(c: &mut Check<'_>, field: &str, a: &Address) {
@@ -850,21 +922,22 @@ fn resolve_vis<'a>(
             }
         };
         let published = v.published.as_deref().and_then(|p| c.date_at(|| field("published"), p));
-        let Some(presented) = presented.map(compact) else { continue };
+        let Some(presented) = presented.map(|d| d.digits) else { continue };
         let barcode = v.document.as_deref().map(str::trim_ascii);
+        let mut known = None;
         if let Some(g) = barcode {
-            let shape = g.len() == 24
-                && g.starts_with("253088698300")
-                && g.bytes().all(|b| b.is_ascii_digit());
-            if !shape {
-                c.fail(
-                    field("document"),
-                    format!("{g:?} is not a 24-digit VIS barcode string (253088698300…)"),
-                );
-                continue;
+            // The packed key is the shape check too: 24 digits, the first 12 CDC's prefix.
+            match codes::vis_key(g).filter(|&(prefix, _)| prefix == 253_088_698_300) {
+                Some(key) => known = codes::vis_by_key(key),
+                None => {
+                    c.fail(
+                        field("document"),
+                        format!("{g:?} is not a 24-digit VIS barcode string (253088698300…)"),
+                    );
+                    continue;
+                }
             }
         }
-        let known = barcode.and_then(codes::vis);
         let use_barcode = barcode.is_some() && profile.vis_method == VisMethod::Barcode;
         if use_barcode {
             let gdti = barcode.unwrap_or_default();
@@ -889,7 +962,7 @@ fn resolve_vis<'a>(
             },
             None => cvx,
         };
-        let published = published.map(compact).or_else(|| {
+        let published = published.map(|d| d.digits).or_else(|| {
             known.map(|k| {
                 // Editions are `YYYY-MM-DD` (a unit test in `codes` holds the table to that).
                 let mut d = Date::new();
@@ -973,6 +1046,44 @@ mod tests {
     }
 
     #[test]
+    fn hand_parsed_dates_agree_with_chrono() {
+        for year in [0, 1, 4, 100, 1900, 1980, 2000, 2023, 2024, 2100, 2400, 9999] {
+            for month in 0..=13 {
+                for day in 0..=32 {
+                    let text = format!("{year:04}-{month:02}-{day:02}");
+                    let chrono = NaiveDate::from_ymd_opt(year, month, day);
+                    let ours = ymd(&text);
+                    assert_eq!(ours.map(|d| d.key), chrono.map(Day::key_of), "{text}");
+                    assert_eq!(ours.map(|d| d.to_string()), chrono.map(|d| d.to_string()));
+                    for time in [
+                        "T14:30:00-08:00",
+                        "T00:00:00Z",
+                        "T23:59:59+23:59",
+                        "T24:00:00Z",
+                        "T12:60:00Z",
+                        "T12:00:60Z",
+                        "T12:00:00+24:00",
+                        "T12:00:00-00:60",
+                        "T12:00:00.5Z",
+                        "t12:00:00z",
+                        " 12:00:00Z",
+                        "T12:00:00",
+                        "T12:00:00+0800",
+                    ] {
+                        let v = format!("{text}{time}");
+                        let chrono = DateTime::parse_from_rfc3339(&v).ok().map(|t| t.date_naive());
+                        assert_eq!(admin_date(&v).map(|d| d.key), chrono.map(Day::key_of), "{v}");
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            admin_date(" 2026-11-20 ").map(|d| d.digits.as_str().to_owned()),
+            Some("20261120".into())
+        );
+    }
+
+    #[test]
     fn phone_and_volume_formats() {
         let text = |p: Option<Phone>| p.map(|(a, l)| format!("{}/{}", a.as_str(), l.as_str()));
         assert_eq!(text(us_phone("(206) 555-1234")).as_deref(), Some("206/5551234"));
@@ -980,8 +1091,6 @@ mod tests {
         assert_eq!(text(us_phone("555-1234")), None);
         assert_eq!(text(us_phone("206555123x4")), None);
         assert_eq!(text(us_phone("2-206-555-1234")), None);
-        assert!(contains_ignore_ascii_case("DTaP, UNSPECIFIED formulation", "unspecified"));
-        assert!(!contains_ignore_ascii_case("DTaP", "unspecified"));
         assert_eq!(format_ml(0.3), "0.3");
         assert_eq!(format_ml(0.25), "0.25");
         assert_eq!(format_ml(1.0), "1");

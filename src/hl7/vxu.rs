@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, FixedOffset};
 
-use super::encode::{Digits, Writer};
+use super::encode::{Digits, SeqWriter};
 use super::message_profile::{Hd, MessageProfile, NdcPlacement};
 use super::validate::{Coded, Date, DoseKind, Phone, Resolved, ResolvedVis, Violation, resolve};
 use crate::record::{Address, Clinician, Record};
@@ -78,6 +78,9 @@ impl<'a> From<&'a Hd> for HdRef<'a> {
 }
 
 impl<'a> HdRef<'a> {
+    /// The assigning authority of NPIs.
+    const CMS: HdRef<'static> = HdRef { namespace: "CMS", oid: "" };
+
     /// An HD from a record value: an OID goes to HD.2 (with `ISO`), anything else to HD.1.
     fn from_value(value: &'a str) -> Self {
         let is_oid = value.contains('.') && value.bytes().all(|b| b.is_ascii_digit() || b == b'.');
@@ -89,14 +92,23 @@ impl<'a> HdRef<'a> {
     }
 }
 
-/// Writes an HD into component `c` of field `f` as sub-components (`NS&OID&ISO`).
-fn hd_in_component(w: &mut Writer, f: u16, c: u16, hd: HdRef<'_>) {
-    w.subs(f, c, &[hd.namespace, hd.oid, hd.iso()]);
+// An HD without an OID is its namespace alone: the two separators in front of the empty OID
+// and `ISO` would only be trimmed again by the separator that ends the component or field.
+
+/// Writes an HD as the sub-components of one component (`NS&OID&ISO`).
+fn hd_sub(w: &mut SeqWriter, hd: HdRef<'_>) {
+    w.value(hd.namespace);
+    if !hd.oid.is_empty() {
+        w.run("&").value(hd.oid).run("&").text(hd.iso());
+    }
 }
 
-/// Writes an HD as a whole field (`NS^OID^ISO`).
-fn hd_field(w: &mut Writer, f: u16, hd: HdRef<'_>) {
-    w.comps(f, &[hd.namespace, hd.oid, hd.iso()]);
+/// Writes an HD as the components of one field (`NS^OID^ISO`).
+fn hd_comps(w: &mut SeqWriter, hd: HdRef<'_>) {
+    w.value(hd.namespace);
+    if !hd.oid.is_empty() {
+        w.run("^").value(hd.oid).run("^").text(hd.iso());
+    }
 }
 
 /// Trimmed text of an optional record value.
@@ -104,53 +116,63 @@ fn opt(v: &Option<String>) -> &str {
     v.as_deref().map_or("", str::trim_ascii)
 }
 
-fn coded(w: &mut Writer, f: u16, c: &Coded<'_>) {
-    coded_at(w, f, 1, 1, c);
-}
-
-/// A coded value as components `c`..`c + 2` of repetition `rep` of field `f`: the table's
-/// pre-encoded form when it has one, else each part escaped.
-fn coded_at(w: &mut Writer, f: u16, rep: u16, c: u16, value: &Coded<'_>) {
+/// A coded value as three components: the table's pre-encoded form when it has one, else each
+/// part escaped.
+fn coded(w: &mut SeqWriter, value: &Coded<'_>) {
     if value.hl7.is_empty() {
-        w.put((f, rep, c, 1), value.code).put((f, rep, c + 1, 1), value.text);
-        w.put((f, rep, c + 2, 1), value.system);
+        w.value(value.code).run("^").value(value.text).run("^").value(value.system);
     } else {
-        w.triplet(f, rep, c, value.hl7);
+        w.text(value.hl7);
     }
 }
 
-fn xad(w: &mut Writer, f: u16, a: &Address) {
-    let (street, other, city) = (opt(&a.street), opt(&a.other), opt(&a.city));
-    let (state, zip, country) = (opt(&a.state), opt(&a.zip), opt(&a.country));
-    w.comps(f, &[street, other, city, state, zip, country, "L"]);
-    w.comp(f, 9, a.county.as_deref().unwrap_or("").trim_ascii());
+/// A pre-encoded `code^text^system` triplet; an empty one still spans its three components.
+fn triplet(w: &mut SeqWriter, encoded: &'static str) {
+    if encoded.is_empty() {
+        w.run("^^");
+    } else {
+        w.text(encoded);
+    }
 }
 
-fn xtn_phone(w: &mut Writer, f: u16, rep: u16, phone: &Phone) {
-    w.comps_in(f, rep, &["", "PRN", "PH"]);
-    w.put_digits((f, rep, 6, 1), &phone.0).put_digits((f, rep, 7, 1), &phone.1);
+fn xad(w: &mut SeqWriter, a: &Address) {
+    w.value(opt(&a.street)).run("^").value(opt(&a.other)).run("^").value(opt(&a.city));
+    w.run("^").value(opt(&a.state)).run("^").value(opt(&a.zip)).run("^").value(opt(&a.country));
+    w.run("^L^^").value(opt(&a.county));
+}
+
+fn xtn_phone(w: &mut SeqWriter, phone: &Phone) {
+    w.run("^PRN^PH^^^").digits(&phone.0).run("^").digits(&phone.1);
 }
 
 /// XCN: id, family, given, assigning authority + id type when an id is sent, credential.
-fn xcn(w: &mut Writer, f: u16, who: &Clinician, profile: &MessageProfile) {
+fn xcn(w: &mut SeqWriter, who: &Clinician, profile: &MessageProfile) {
     let id = opt(&who.id);
-    w.comps(f, &[id, opt(&who.family_name), opt(&who.given_name)]);
-    if !id.is_empty() {
-        // A 10-digit id is an NPI (assigned by CMS); anything else is a local provider number.
-        let npi = id.len() == 10 && id.bytes().all(|b| b.is_ascii_digit());
-        let cms = HdRef { namespace: "CMS", oid: "" };
-        hd_in_component(w, f, 9, if npi { cms } else { (&profile.provider_id_authority).into() });
+    w.value(id).run("^").value(opt(&who.family_name)).run("^").value(opt(&who.given_name));
+    // A 10-digit id is an NPI (assigned by CMS); anything else is a local provider number.
+    let npi = id.len() == 10 && id.bytes().all(|b| b.is_ascii_digit());
+    let named = who.family_name.is_some() || who.given_name.is_some();
+    if npi && named {
+        // The usual clinician: XCN.4-20 as one constant.
+        w.run("^^^^^^CMS^L^^^NPI^^^^^^^^");
+    } else {
+        w.run("^^^^^^");
+        if !id.is_empty() {
+            hd_sub(w, if npi { HdRef::CMS } else { (&profile.provider_id_authority).into() });
+        }
+        w.run("^").text(if named { "L" } else { "" }).run("^^^");
+        w.text(match (id.is_empty(), npi) {
+            (true, _) => "",
+            (false, true) => "NPI",
+            (false, false) => "PRN",
+        });
+        w.run("^^^^^^^^");
     }
-    if who.family_name.is_some() || who.given_name.is_some() {
-        w.comp(f, 10, "L");
-    }
-    if !id.is_empty() {
-        let npi = id.len() == 10 && id.bytes().all(|b| b.is_ascii_digit());
-        w.comp(f, 13, if npi { "NPI" } else { "PRN" });
-    }
-    w.comp(f, 21, who.credential.as_deref().unwrap_or("").trim_ascii());
+    w.value(opt(&who.credential));
 }
 
+/// Writes the message. Each segment is written front to back with every separator (see
+/// [`SeqWriter`]); the comments name the fields a run of separators skips.
 fn encode(
     r: &Resolved<'_>,
     profile: &MessageProfile,
@@ -158,7 +180,7 @@ fn encode(
     now: DateTime<FixedOffset>,
 ) -> String {
     let rec = r.rec;
-    let mut w = Writer::new();
+    let mut w = SeqWriter::new();
     let facility_id = rec.facility.as_ref().map_or("", |f| f.id.trim_ascii());
 
     // MSH ---------------------------------------------------------------------------------
@@ -167,82 +189,93 @@ fn encode(
     } else {
         (&profile.sending_facility).into()
     };
-    w.segment("MSH");
-    hd_field(&mut w, 3, (&profile.sending_application).into());
-    hd_field(&mut w, 4, sending_facility);
-    hd_field(&mut w, 5, (&profile.receiving_application).into());
-    hd_field(&mut w, 6, (&profile.receiving_facility).into());
-    w.field_digits(7, &ts_z(&now));
-    w.fixed(9, "VXU^V04^VXU_V04");
-    w.field(10, control_id);
-    w.field(11, profile.processing_id.code());
-    w.fixed(12, "2.5.1");
-    w.fixed(15, "ER").fixed(16, "AL");
-    w.fixed(21, "Z22^CDCPHINVS");
+    w.msh();
+    hd_comps(&mut w, (&profile.sending_application).into());
+    w.run("|");
+    hd_comps(&mut w, sending_facility);
+    w.run("|");
+    hd_comps(&mut w, (&profile.receiving_application).into());
+    w.run("|");
+    hd_comps(&mut w, (&profile.receiving_facility).into());
+    w.run("|").digits(&ts_z(&now)).run("||VXU^V04^VXU_V04|").value(control_id);
+    // MSH-11, then MSH-12, 15, 16 and 21 as one constant.
+    w.run("|").text(profile.processing_id.code()).run("|2.5.1|||ER|AL|||||Z22^CDCPHINVS");
     if profile.send_responsible_organizations {
         let (org22, org23) = (&profile.sending_organization, &profile.receiving_organization);
-        w.field(22, if org22.is_empty() { sending_facility.namespace } else { org22 });
-        w.field(23, if org23.is_empty() { &profile.receiving_facility.namespace } else { org23 });
+        w.run("|").value(if org22.is_empty() { sending_facility.namespace } else { org22 });
+        w.run("|");
+        w.value(if org23.is_empty() { &profile.receiving_facility.namespace } else { org23 });
     }
 
     // PID ---------------------------------------------------------------------------------
     let p = &rec.patient;
-    w.segment("PID").fixed(1, "1");
-    w.field(3, p.id.trim_ascii());
+    w.segment("PID").run("|1||").value(p.id.trim_ascii()).run("^^^");
     let authority = p.id_authority.as_deref().map_or_else(
         || (&profile.patient_id_authority).into(),
         |a| HdRef::from_value(a.trim_ascii()),
     );
-    hd_in_component(&mut w, 3, 4, authority);
-    w.comp(3, 5, "MR");
-    let middle = p.middle_name.as_deref().unwrap_or("").trim_ascii();
-    let suffix = p.suffix.as_deref().unwrap_or("").trim_ascii();
-    w.comps(5, &[p.family_name.trim_ascii(), p.given_name.trim_ascii(), middle, suffix])
-        .comp(5, 7, "L");
+    hd_sub(&mut w, authority);
+    w.run("^MR||");
+    // PID-5: family, given, middle, suffix, name type.
+    w.value(p.family_name.trim_ascii()).run("^").value(p.given_name.trim_ascii()).run("^");
+    w.value(opt(&p.middle_name)).run("^").value(opt(&p.suffix)).run("^^^L|");
     if let Some(m) = p.mother_maiden_name.as_deref().map(str::trim_ascii).filter(|m| !m.is_empty())
     {
-        w.comp(6, 1, m).comp(6, 7, "M");
+        w.value(m).run("^^^^^^M");
     }
-    w.field_digits(7, &r.birth_date);
-    w.field(8, p.sex.trim_ascii());
+    w.run("|").digits(&r.birth_date).run("|").value(p.sex.trim_ascii()).run("||");
     for (i, race) in r.race.iter().enumerate() {
-        let rep = u16::try_from(i + 1).unwrap_or(u16::MAX);
-        coded_at(&mut w, 10, rep, 1, race);
+        if i > 0 {
+            w.run("~");
+        }
+        coded(&mut w, race);
     }
+    w.run("|");
     if let Some(a) = &p.address {
-        xad(&mut w, 11, a);
+        xad(&mut w, a);
     }
-    let mut rep = 1;
+    w.run("||");
     if let Some(phone) = &r.phone {
-        xtn_phone(&mut w, 13, rep, phone);
-        rep += 1;
+        xtn_phone(&mut w, phone);
     }
     if let Some(email) = p.email.as_deref().map(str::trim_ascii) {
-        w.comps_in(13, rep, &["", "NET", "Internet", email]);
+        if r.phone.is_some() {
+            w.run("~");
+        }
+        w.run("^NET^Internet^").value(email);
     }
+    w.run("||");
     if let Some(l) = &r.language {
-        coded(&mut w, 15, l);
+        coded(&mut w, l);
     }
+    w.run("|||||||"); // PID-16 to 22
     if let Some(e) = &r.ethnicity {
-        coded(&mut w, 22, e);
+        coded(&mut w, e);
     }
 
     // PD1 ---------------------------------------------------------------------------------
     let pd1_data = r.publicity.is_some() || p.protection.is_some() || p.registry_status.is_some();
     if profile.send_pd1 && pd1_data {
         let dated = |d: &Option<_>| d.unwrap_or(r.admin_date);
-        w.segment("PD1");
+        w.segment("PD1").run("|||||||||||"); // PD1-1 to 11
         if let Some(pc) = &r.publicity {
-            coded(&mut w, 11, pc);
+            coded(&mut w, pc);
         }
+        w.run("|");
         if let Some(pi) = p.protection.as_deref().map(str::trim_ascii) {
-            w.field(12, pi).field_digits(13, &dated(&r.protection_date));
+            w.value(pi).run("|").digits(&dated(&r.protection_date));
+        } else {
+            w.run("|");
         }
+        w.run("|||"); // PD1-14 to 16
         if let Some(rs) = p.registry_status.as_deref().map(str::trim_ascii) {
-            w.field(16, rs).field_digits(17, &dated(&r.registry_status_date));
+            w.value(rs).run("|").digits(&dated(&r.registry_status_date));
+        } else {
+            w.run("|");
         }
+        w.run("|");
         if r.publicity.is_some() {
-            w.field_digits(18, &dated(&r.publicity_date));
+            w.digits(&dated(&r.publicity_date));
         }
     }
 
@@ -250,16 +283,17 @@ fn encode(
     if let (true, Some(party), Some(rel)) =
         (profile.send_nk1, &rec.responsible_party, &r.relationship)
     {
-        w.segment("NK1").field(1, "1");
-        let middle = party.middle_name.as_deref().unwrap_or("").trim_ascii();
-        w.comps(2, &[party.family_name.trim_ascii(), party.given_name.trim_ascii(), middle])
-            .comp(2, 7, "L");
-        coded(&mut w, 3, rel);
+        w.segment("NK1").run("|1|");
+        w.value(party.family_name.trim_ascii()).run("^").value(party.given_name.trim_ascii());
+        w.run("^").value(opt(&party.middle_name)).run("^^^^L|");
+        coded(&mut w, rel);
+        w.run("|");
         if let Some(a) = &party.address {
-            xad(&mut w, 4, a);
+            xad(&mut w, a);
         }
+        w.run("|");
         if let Some(phone) = &r.responsible_phone {
-            xtn_phone(&mut w, 5, 1, phone);
+            xtn_phone(&mut w, phone);
         }
     }
 
@@ -270,82 +304,96 @@ fn encode(
         profile.filler_namespace.as_str()
     };
     let refused = matches!(r.kind, DoseKind::Refused(_));
-    w.segment("ORC").fixed(1, "RE");
+    w.segment("ORC").run("|RE||");
     // IZ-45: a refusal's filler order number is 9999.
-    w.comps(3, &[if refused { "9999" } else { rec.vaccination_id.trim_ascii() }, filler_ns]);
+    w.value(if refused { "9999" } else { rec.vaccination_id.trim_ascii() });
+    w.run("^").value(filler_ns).run("|||||||||"); // ORC-4 to 12
     if let Some(op) = &rec.ordering_provider {
-        xcn(&mut w, 12, op, profile);
+        xcn(&mut w, op, profile);
     }
+    w.run("|||||"); // ORC-13 to 17
     if let Some(f) = &rec.facility {
-        w.comps(17, &[f.id.trim_ascii(), f.name.as_deref().unwrap_or("").trim_ascii(), "HL70362"]);
+        w.value(f.id.trim_ascii()).run("^").value(opt(&f.name)).run("^HL70362");
     }
 
     // RXA ---------------------------------------------------------------------------------
     let new_dose = r.kind == DoseKind::Administered;
     let admin_date = &r.admin_date;
-    w.segment("RXA").fixed(1, "0").fixed(2, "1").field_digits(3, admin_date);
+    w.segment("RXA").run("|0|1|").digits(admin_date);
+    w.run("|");
     if profile.send_rxa4 {
-        w.field_digits(4, admin_date);
+        w.digits(admin_date);
     }
     let (primary, alternate) = match (profile.ndc, &r.ndc) {
         (NdcPlacement::Alternate, Some(ndc)) => (&r.cvx, Some(ndc)),
         (NdcPlacement::Primary, Some(ndc)) => (ndc, Some(&r.cvx)),
         _ => (&r.cvx, None),
     };
-    coded(&mut w, 5, primary);
+    w.run("|");
+    coded(&mut w, primary);
     if let Some(alt) = alternate {
-        coded_at(&mut w, 5, 1, 4, alt);
+        w.run("^");
+        coded(&mut w, alt);
     }
+    w.run("|");
     match (&r.kind, &r.dose_ml) {
         (DoseKind::Refused(_), _) | (_, None) => {
-            w.field(6, "999");
+            w.text("999").run("|");
         }
         (_, Some(ml)) => {
-            w.field_digits(6, ml).fixed(7, "mL^milliliter^UCUM");
+            w.digits(ml).run("|mL^milliliter^UCUM");
         }
     }
+    w.run("||"); // RXA-8, 9
     match r.kind {
         DoseKind::Administered => {
-            w.fixed(9, "00^New immunization record^NIP001");
+            w.text("00^New immunization record^NIP001");
         }
         DoseKind::Historical(code) => {
             let text = super::nist::display("NIP001", code).unwrap_or("");
-            w.comps(9, &[code, text, "NIP001"]);
+            w.value(code).run("^").value(text).run("^NIP001");
         }
         DoseKind::Refused(_) => {}
     }
-    if new_dose {
-        if let Some(v) = &rec.vaccinator {
-            xcn(&mut w, 10, v, profile);
-        }
-        if !facility_id.is_empty() {
-            w.comp(11, 4, facility_id);
-        }
+    w.run("|");
+    if let (true, Some(v)) = (new_dose, &rec.vaccinator) {
+        xcn(&mut w, v, profile);
     }
+    w.run("|");
+    if new_dose && !facility_id.is_empty() {
+        w.run("^^^").value(facility_id);
+    }
+    w.run("||||"); // RXA-12 to 15
     if !refused {
-        w.field(15, rec.vaccine.lot.as_deref().unwrap_or("").trim_ascii());
+        w.value(opt(&rec.vaccine.lot)).run("|");
         if let Some(exp) = &r.expiration {
-            w.field_digits(16, exp);
+            w.digits(exp);
         }
+        w.run("|");
         if let Some(m) = &r.mvx {
-            coded(&mut w, 17, m);
+            coded(&mut w, m);
         }
+    } else {
+        w.run("||");
     }
+    w.run("|");
     if let DoseKind::Refused(code) = r.kind {
         let text = super::nist::display("NIP002", code).unwrap_or("");
-        w.comps(18, &[code, text, "NIP002"]);
+        w.value(code).run("^").value(text).run("^NIP002");
     }
-    w.field(20, if refused { "RE" } else { "CP" });
-    w.field(21, r.action);
+    w.run(if refused { "||RE|" } else { "||CP|" }).value(r.action); // RXA-20, 21
 
     // RXR ---------------------------------------------------------------------------------
     if let (false, Some(route)) = (refused, r.route) {
-        w.segment("RXR").triplet(1, 1, 1, route.hl7);
+        w.segment("RXR").run("|");
+        triplet(&mut w, route.hl7);
         if profile.route_alternate {
-            w.triplet(1, 1, 4, route.hl7_alternate);
+            w.run("^");
+            triplet(&mut w, route.hl7_alternate);
         }
+        w.run("|");
         if let Some(site) = &r.site {
-            coded(&mut w, 2, site);
+            coded(&mut w, site);
         }
     }
 
@@ -354,13 +402,13 @@ fn encode(
         let mut obx = Obx { set_id: 0, sub_id: 0, date: admin_date };
         if let (true, Some(f)) = (profile.send_funding_source, &r.funding) {
             obx.next_group();
-            obx.coded(&mut w, "30963-3^Vaccine funding source^LN", f, None);
+            obx.coded(&mut w, "|CE|30963-3^Vaccine funding source^LN|", f, None);
         }
         if let Some(e) = &r.eligibility {
             obx.next_group();
             obx.coded(
                 &mut w,
-                "64994-7^Vaccine funding program eligibility category^LN",
+                "|CE|64994-7^Vaccine funding program eligibility category^LN|",
                 e,
                 Some("VXC40^Eligibility captured at the immunization level^CDCPHINVS"),
             );
@@ -369,23 +417,23 @@ fn encode(
             obx.next_group();
             match v {
                 ResolvedVis::Barcode { document, presented } => {
-                    obx.coded(&mut w, "69764-9^Document type^LN", document, None);
+                    obx.coded(&mut w, "|CE|69764-9^Document type^LN|", document, None);
                     obx.date(
                         &mut w,
-                        "29769-7^Date vaccine information statement presented^LN",
+                        "|DT|29769-7^Date vaccine information statement presented^LN|",
                         presented,
                     );
                 }
                 ResolvedVis::VaccineType { vaccine, published, presented } => {
-                    obx.coded(&mut w, "30956-7^Vaccine type^LN", vaccine, None);
+                    obx.coded(&mut w, "|CE|30956-7^Vaccine type^LN|", vaccine, None);
                     obx.date(
                         &mut w,
-                        "29768-9^Date vaccine information statement published^LN",
+                        "|DT|29768-9^Date vaccine information statement published^LN|",
                         published,
                     );
                     obx.date(
                         &mut w,
-                        "29769-7^Date vaccine information statement presented^LN",
+                        "|DT|29769-7^Date vaccine information statement presented^LN|",
                         presented,
                     );
                 }
@@ -393,8 +441,8 @@ fn encode(
         }
         if let (true, Some(n)) = (profile.send_dose_number, rec.dose_number) {
             obx.next_group();
-            obx.head(&mut w, "ST", "30973-2^Dose number in series^LN");
-            w.number(5, n);
+            obx.head(&mut w, "|ST|30973-2^Dose number in series^LN|");
+            w.number(n);
             obx.tail(&mut w);
         }
     }
@@ -413,35 +461,41 @@ impl Obx<'_> {
         self.sub_id += 1;
     }
 
-    fn head(&mut self, w: &mut Writer, value_type: &'static str, loinc: &'static str) {
+    /// OBX-1 to OBX-4 and the separator in front of OBX-5, the value. `observation` is OBX-2
+    /// (value type) and OBX-3 (LOINC) with their separators, `|CE|30963-3^…^LN|`: one constant.
+    /// Inline, so that each call site copies its constant without a `memcpy` call.
+    #[inline(always)]
+    fn head(&mut self, w: &mut SeqWriter, observation: &'static str) {
         self.set_id += 1;
-        w.segment("OBX").number(1, self.set_id).fixed(2, value_type);
-        w.fixed(3, loinc).number(4, self.sub_id);
+        w.segment("OBX").run("|").number(self.set_id).run(observation).number(self.sub_id);
+        w.run("|");
     }
 
-    fn tail(&self, w: &mut Writer) {
-        w.fixed(11, "F").field_digits(14, self.date);
+    /// OBX-11 (result status) and OBX-14 (observation date).
+    #[inline(always)]
+    fn tail(&self, w: &mut SeqWriter) {
+        w.run("||||||F|||").digits(self.date);
     }
 
     fn coded(
         &mut self,
-        w: &mut Writer,
-        loinc: &'static str,
+        w: &mut SeqWriter,
+        observation: &'static str,
         value: &Coded<'_>,
         method: Option<&'static str>,
     ) {
-        self.head(w, "CE", loinc);
-        coded(w, 5, value);
+        self.head(w, observation);
+        coded(w, value);
         self.tail(w);
         if let Some(m) = method {
-            w.fixed(17, m);
+            w.run("|||").text(m); // OBX-17
         }
     }
 
     /// An observation whose value is a date (value type DT).
-    fn date(&mut self, w: &mut Writer, loinc: &'static str, value: &Date) {
-        self.head(w, "DT", loinc);
-        w.field_digits(5, value);
+    fn date(&mut self, w: &mut SeqWriter, observation: &'static str, value: &Date) {
+        self.head(w, observation);
+        w.digits(value);
         self.tail(w);
     }
 }

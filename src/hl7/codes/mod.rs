@@ -7,7 +7,10 @@
 
 mod tables;
 
-use tables::{CVX_TABLE, MVX_TABLE, NDC_TABLE, VIS_TABLE, VIS_VACCINES};
+use tables::{
+    CVX_KEYS, CVX_TABLE, MVX_KEYS, MVX_TABLE, NDC_KEYS, NDC_TABLE, VIS_KEYS, VIS_TABLE,
+    VIS_VACCINES,
+};
 
 /// CDC status of a CVX code.
 #[allow(dead_code)] // `Pending` appears only when CDC publishes pending codes
@@ -31,6 +34,10 @@ pub(crate) struct CvxEntry {
     pub code: &'static str,
     pub short_description: &'static str,
     pub status: CvxStatus,
+    /// The short description says "unspecified" (in any ASCII case): a code for a vaccine whose
+    /// formulation is not known, which the record check refuses for a dose given here. Worked
+    /// out by the generator so that the check does not scan the description per record.
+    pub unspecified: bool,
     /// `code^short_description^CVX`, escaped and joined as RXA-5 sends it.
     pub hl7: &'static str,
 }
@@ -81,8 +88,8 @@ pub(crate) struct VisEntry {
 }
 
 /// Compares two table keys in byte order, as `str::cmp` does, but inline: the keys are short
-/// codes (2 to 24 bytes) that mostly differ in their first bytes, where the `memcmp` call of
-/// `str::cmp` costs more than the comparison. The record check makes about twenty lookups.
+/// codes that mostly differ in their first bytes, where the `memcmp` call of `str::cmp` costs
+/// more than the comparison (value sets, the VIS vaccine list).
 #[inline]
 pub(crate) fn key_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -94,46 +101,88 @@ pub(crate) fn key_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     a.len().cmp(&b.len())
 }
 
-/// [`key_cmp`] for long keys (NDCs, 24-digit VIS barcodes that share a 12-digit prefix):
-/// eight bytes at a time as big-endian words, which order as their bytes do.
-#[inline]
-fn long_key_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
-    while let (Some((x, a_rest)), Some((y, b_rest))) =
-        (a.split_first_chunk(), b.split_first_chunk())
-    {
-        let (x, y) = (u64::from_be_bytes(*x), u64::from_be_bytes(*y));
-        if x != y {
-            return x.cmp(&y);
+// The CVX, MVX, NDC and VIS tables are searched through their keys packed as integers (the
+// generated `*_KEYS`, in table order): the record check makes about twenty lookups, and a binary
+// search over integers costs a fraction of one over strings (NDC: 10 steps of string compares).
+
+/// A code of up to 7 bytes (CVX, MVX) as one integer that orders as the code's bytes do: the
+/// bytes left-aligned, then the length (so that `A` and `A\0` differ). `None` for longer codes,
+/// which those tables do not hold. `short_key` in tools/gen_cdc_tables.py packs the same way.
+pub(crate) fn short_key(code: &str) -> Option<u64> {
+    let b = code.as_bytes();
+    let free = 7usize.checked_sub(b.len())?;
+    let packed = b.iter().fold(0u64, |k, &x| (k << 8) | u64::from(x));
+    Some((packed << (8 * free) << 8) | b.len() as u64)
+}
+
+/// A dashed 5-4-2 NDC as the number its eleven digits spell (orders as the text does, the dashes
+/// being in the same places); `None` for any other shape.
+pub(crate) fn ndc_key(ndc: &str) -> Option<u64> {
+    let b: &[u8; 13] = ndc.as_bytes().try_into().ok()?;
+    let mut key = 0;
+    for (i, &x) in b.iter().enumerate() {
+        match (i, x) {
+            (5 | 10, b'-') => {}
+            (5 | 10, _) => return None,
+            (_, b'0'..=b'9') => key = key * 10 + u64::from(x - b'0'),
+            _ => return None,
         }
-        (a, b) = (a_rest, b_rest);
     }
-    for (x, y) in a.iter().zip(b) {
-        if x != y {
-            return x.cmp(y);
-        }
+    Some(key)
+}
+
+/// A 24-digit VIS string as its two 12-digit halves, as numbers; `None` for any other shape.
+/// The record check also uses it as the string's shape check (the first half is CDC's prefix).
+pub(crate) fn vis_key(gdti: &str) -> Option<(u64, u64)> {
+    let b = gdti.as_bytes();
+    if b.len() != 24 {
+        return None;
     }
-    a.len().cmp(&b.len())
+    let eight = |i: usize| <[u8; 8]>::try_from(&b[i..i + 8]).ok().and_then(eight_digits);
+    let (head, middle, tail) = (eight(0)?, eight(8)?, eight(16)?);
+    Some((head * 10_000 + middle / 10_000, middle % 10_000 * 100_000_000 + tail))
+}
+
+/// Eight ASCII digits as the number they spell, `None` when one is not a digit. One word at a
+/// time (SWAR): every byte is `0x30..=0x39` when its high nibble is 3 and adding 6 does not
+/// change that; then pairs, quads and the two halves are combined in three multiply-adds (the
+/// first digit is the lowest byte of the little-endian word).
+fn eight_digits(bytes: [u8; 8]) -> Option<u64> {
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    let w = u64::from_le_bytes(bytes);
+    if w & HIGH != ZEROS || w.wrapping_add(0x0606_0606_0606_0606) & HIGH != ZEROS {
+        return None;
+    }
+    let mut v = w - ZEROS;
+    v = (v * 10 + (v >> 8)) & 0x00FF_00FF_00FF_00FF;
+    v = (v * 100 + (v >> 16)) & 0x0000_FFFF_0000_FFFF;
+    Some((v * 10_000 + (v >> 32)) & 0xFFFF_FFFF)
 }
 
 /// The CVX entry for `code` (leading zeros as CDC writes them: `03`, not `3`).
 pub(crate) fn cvx(code: &str) -> Option<&'static CvxEntry> {
-    CVX_TABLE.binary_search_by(|e| key_cmp(e.code, code)).ok().map(|i| &CVX_TABLE[i])
+    CVX_TABLE.get(CVX_KEYS.binary_search(&short_key(code)?).ok()?)
 }
 
 /// The MVX entry for `code`.
 pub(crate) fn mvx(code: &str) -> Option<&'static MvxEntry> {
-    MVX_TABLE.binary_search_by(|e| key_cmp(e.code, code)).ok().map(|i| &MVX_TABLE[i])
+    MVX_TABLE.get(MVX_KEYS.binary_search(&short_key(code)?).ok()?)
 }
 
 /// The NDC entry for a dashed 5-4-2 NDC.
 pub(crate) fn ndc(code: &str) -> Option<&'static NdcEntry> {
-    NDC_TABLE.binary_search_by(|e| long_key_cmp(e.ndc, code)).ok().map(|i| &NDC_TABLE[i])
+    NDC_TABLE.get(NDC_KEYS.binary_search(&ndc_key(code)?).ok()?)
 }
 
 /// The VIS entry for a 24-digit fully encoded string.
 pub(crate) fn vis(gdti: &str) -> Option<&'static VisEntry> {
-    VIS_TABLE.binary_search_by(|e| long_key_cmp(e.gdti, gdti)).ok().map(|i| &VIS_TABLE[i])
+    vis_by_key(vis_key(gdti)?)
+}
+
+/// The VIS entry whose string packs to `key` (see [`vis_key`]).
+pub(crate) fn vis_by_key(key: (u64, u64)) -> Option<&'static VisEntry> {
+    VIS_TABLE.get(VIS_KEYS.binary_search(&key).ok()?)
 }
 
 /// True when a VIS must be documented for vaccine `cvx` (IZ-24, PHVS_VISVaccines_IIS).
@@ -227,11 +276,63 @@ mod tests {
         w.finish()
     }
 
-    /// What the writer sends for a pre-encoded triplet.
+    /// What the VXU builder's writer sends for a pre-encoded triplet.
     fn copied(hl7: &'static str) -> String {
-        let mut w = crate::hl7::Writer::new();
-        w.segment("X").triplet(1, 1, 1, hl7);
+        let mut w = crate::hl7::encode::SeqWriter::new();
+        w.segment("X").run("|").text(hl7);
         w.finish()
+    }
+
+    #[test]
+    fn packed_keys_are_the_tables_keys_in_order() {
+        let same = |keys: &[u64], codes: Vec<Option<u64>>| {
+            keys.len() == codes.len() && keys.iter().zip(&codes).all(|(k, c)| Some(*k) == *c)
+        };
+        assert!(same(CVX_KEYS, CVX_TABLE.iter().map(|e| short_key(e.code)).collect()));
+        assert!(same(MVX_KEYS, MVX_TABLE.iter().map(|e| short_key(e.code)).collect()));
+        assert!(same(NDC_KEYS, NDC_TABLE.iter().map(|e| ndc_key(e.ndc)).collect()));
+        assert_eq!(VIS_KEYS.len(), VIS_TABLE.len());
+        assert!(VIS_TABLE.iter().zip(VIS_KEYS).all(|(e, k)| vis_key(e.gdti) == Some(*k)));
+        // Packed keys order as the text does, and tell apart what the text tells apart.
+        let words =
+            ["", "0", "03", "030", "03\0", "1", "10", "100", "A", "A\0", "AB", "B", "ZZZZZZZ"];
+        for a in words {
+            for b in words {
+                assert_eq!(short_key(a).cmp(&short_key(b)), a.cmp(b), "{a:?} {b:?}");
+            }
+        }
+        assert_eq!(short_key("ABCDEFGH"), None);
+        assert_eq!(ndc_key("00069-2432-01"), Some(69_243_201));
+        assert_eq!(
+            (ndc_key("00069-2432-0x"), ndc_key("00069-24320-1"), ndc_key("0069-2432-01")),
+            (None, None, None)
+        );
+        assert_eq!(vis_key("25308869830006391125013x"), None);
+        assert_eq!(vis_key("253088698300063911250131"), Some((253_088_698_300, 63_911_250_131)));
+        let eight = |text: &str| eight_digits(*text.as_bytes().first_chunk().expect("8 bytes"));
+        assert_eq!(eight("00000000"), Some(0));
+        assert_eq!(eight("12345678"), Some(12_345_678));
+        assert_eq!(eight("99999999"), Some(99_999_999));
+        for bad in ["1234567/", "1234567:", "/2345678", ":2345678", "1234 678", "123456\u{7f}8"] {
+            assert_eq!(eight(bad), None, "{bad}");
+        }
+        for b in 0..=255u8 {
+            assert_eq!(
+                eight_digits([b'1', b'2', b'3', b, b'5', b'6', b'7', b'8']).is_some(),
+                b.is_ascii_digit()
+            );
+            assert_eq!(eight_digits([b; 8]).is_some(), b.is_ascii_digit(), "{b:#x}");
+        }
+        for (e, other) in NDC_TABLE.iter().zip(NDC_TABLE.iter().skip(1)) {
+            assert_eq!(ndc(e.ndc).map(|f| f.ndc), Some(e.ndc));
+            assert!(ndc_key(e.ndc) < ndc_key(other.ndc));
+        }
+        for e in VIS_TABLE {
+            assert_eq!(vis(e.gdti).map(|f| f.gdti), Some(e.gdti));
+        }
+        assert!(CVX_TABLE.iter().all(|e| cvx(e.code).is_some_and(|f| f.code == e.code)));
+        assert!(MVX_TABLE.iter().all(|e| mvx(e.code).is_some_and(|f| f.code == e.code)));
+        assert!(cvx("3").is_none() && cvx("0003").is_none() && mvx("").is_none());
     }
 
     #[test]
@@ -266,19 +367,19 @@ mod tests {
     }
 
     #[test]
+    fn unspecified_flags_follow_the_descriptions() {
+        for e in CVX_TABLE {
+            let said = e.short_description.to_ascii_lowercase().contains("unspecified");
+            assert_eq!(e.unspecified, said, "CVX {}", e.code);
+        }
+        assert!(cvx("213").is_some_and(|e| e.unspecified));
+    }
+
+    #[test]
     fn key_cmp_is_byte_order() {
         for (a, b) in [("03", "3"), ("1", "10"), ("10", "1"), ("", "a"), ("208", "208"), ("é", "z")]
         {
             assert_eq!(key_cmp(a, b), a.cmp(b), "{a:?} {b:?}");
-            assert_eq!(long_key_cmp(a, b), a.cmp(b), "{a:?} {b:?}");
-        }
-        let long = ["59267-1000-02", "59267-1000-0", "59267-1000-021", "59267-1001-02", "5926710"];
-        let vis = ["253088698300063911250131", "253088698300063911250132", "2530886983000639"];
-        for a in long.iter().chain(&vis) {
-            for b in long.iter().chain(&vis).chain(&["", "é", "59267-1000-0é"]) {
-                assert_eq!(long_key_cmp(a, b), a.cmp(b), "{a:?} {b:?}");
-                assert_eq!(long_key_cmp(b, a), b.cmp(a), "{b:?} {a:?}");
-            }
         }
     }
 
