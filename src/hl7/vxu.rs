@@ -2,8 +2,10 @@
 //!
 //! [`generate_vxu`] turns one canonical [`Record`] into one message: `MSH PID [PD1] [NK1]
 //! ORC RXA [RXR] [OBX…]`. The record is first checked by `validate::resolve` (every violation at
-//! once) and the finished message is checked again by the message validator, so nothing that
-//! leaves here can break a Z22 rule we know how to check. Per-IIS choices come from the
+//! once); what passes it makes a message the message validator finds no error in. That is not
+//! re-checked per message (it cost more than generating): the golden tests and the property
+//! tests (`tests/it/golden.rs`, `props.rs`) run the validator over generated messages, and the
+//! simulated IIS validates every message it receives. Per-IIS choices come from the
 //! [`MessageProfile`]; MSH-7 and MSH-10 are parameters, so output is reproducible in tests.
 
 use chrono::{DateTime, FixedOffset};
