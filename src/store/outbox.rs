@@ -103,40 +103,18 @@ pub fn generate(rec: &Record, profile: &MessageProfile, now: DateTime<FixedOffse
     }
 }
 
-/// The statement that inserts a notification log row (see [`insert_generation_with`]).
+/// The statement that inserts a notification log row (see [`insert_generation`]).
 pub(crate) const INSERT_LOG_SQL: &str = "INSERT INTO notification_log
    (vaccination_id, provider_id, control_id, status, message, reasons, record_hash,
     next_attempt_at, created_at, updated_at)
  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8)";
 
-/// Inserts a generation of `rec` inside `tx`, superseding the unsent rows of the same
-/// vaccination first unless `first` says there can be none.
-pub(crate) fn insert_generation(
-    tx: &Transaction<'_>,
-    vaccination_id: &str,
-    provider_id: Option<&str>,
-    record_hash: &[u8],
-    generated: Generated,
-    first: bool,
-    now: DateTime<FixedOffset>,
-) -> Result<Generation> {
-    let mut insert = tx.prepare_cached(INSERT_LOG_SQL)?;
-    insert_generation_with(
-        tx,
-        &mut insert,
-        vaccination_id,
-        provider_id,
-        record_hash,
-        generated,
-        first,
-        now,
-    )
-}
-
-/// [`insert_generation`] with the insert statement ([`INSERT_LOG_SQL`]) already prepared, so
-/// an intake of a thousand records prepares it once rather than once per record.
+/// Inserts a generation of `rec` inside `tx` with `insert` ([`INSERT_LOG_SQL`], prepared by
+/// the caller, so an intake of a thousand records prepares it once rather than once per
+/// record), superseding the unsent rows of the same vaccination first unless `first` says
+/// there can be none.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn insert_generation_with(
+pub(crate) fn insert_generation(
     tx: &Transaction<'_>,
     insert: &mut rusqlite::Statement<'_>,
     vaccination_id: &str,
@@ -345,8 +323,10 @@ impl Store {
         let rec: Record = serde_json::from_str(&json)
             .map_err(|e| Error::Corrupt(format!("vaccination {vaccination_id}: {e}")))?;
         let generated = generate(&rec, profiles.get(rec.provider_id.as_deref()), now);
+        let mut insert = tx.prepare_cached(INSERT_LOG_SQL)?;
         let generation = insert_generation(
             &tx,
+            &mut insert,
             &rec.vaccination_id,
             rec.provider_id.as_deref(),
             &hash,
@@ -354,6 +334,7 @@ impl Store {
             false,
             now,
         )?;
+        drop(insert);
         tx.execute(
             "INSERT INTO audit_event (at, action, subject, detail) VALUES (?1, 'regenerate', ?2, ?3)",
             params![now.timestamp_millis(), vaccination_id, format!("log {}", generation.log_id)],

@@ -12,7 +12,7 @@
 use chrono::{DateTime, FixedOffset};
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::outbox::{Generated, INSERT_LOG_SQL, Status, generate, insert_generation_with};
+use super::outbox::{Generated, INSERT_LOG_SQL, Status, generate, insert_generation};
 use super::{Error, Result, Store};
 use crate::hl7::Profiles;
 use crate::record::Record;
@@ -299,7 +299,7 @@ fn intake_one(
             Error::Corrupt(format!("vaccination {}: no message prepared", rec.vaccination_id))
         })?;
         let first = stored.is_none();
-        let generation = insert_generation_with(
+        let generation = insert_generation(
             tx,
             &mut stmts.insert_log,
             &rec.vaccination_id,
